@@ -1,0 +1,97 @@
+//! Accounts, passwords, sessions and roles.
+
+pub mod store;
+
+use crate::crypto::password;
+
+/// Trims and lower-cases an address (dots are kept: they matter to most
+/// mail servers), and checks its shape.
+pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err("is required");
+    }
+    if email.len() > 255 {
+        return Err("must be at most 255 characters");
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err("must be a valid email address");
+    };
+    let valid = !local.is_empty()
+        && local.len() <= 64
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c));
+    if valid {
+        Ok(email)
+    } else {
+        Err("must be a valid email address")
+    }
+}
+
+/// The password policy of `api.md`: 8–128 characters with a lowercase letter,
+/// an uppercase letter and a digit. The message names the rule broken.
+pub fn check_password_policy(p: &str) -> Result<(), &'static str> {
+    let n = p.chars().count();
+    if n < 8 {
+        return Err("must be at least 8 characters");
+    }
+    if n > 128 {
+        return Err("must be at most 128 characters");
+    }
+    if !p.chars().any(|c| c.is_lowercase()) {
+        return Err("must contain a lowercase letter");
+    }
+    if !p.chars().any(|c| c.is_uppercase()) {
+        return Err("must contain an uppercase letter");
+    }
+    if !p.chars().any(|c| c.is_ascii_digit()) {
+        return Err("must contain a digit");
+    }
+    Ok(())
+}
+
+/// Hashes on the blocking pool: PBKDF2 at 600,000 rounds would otherwise
+/// stall an async worker thread and every request queued behind it.
+pub async fn hash_password(password: String) -> Result<String, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || password::hash(&password)).await
+}
+
+/// Verifies on the blocking pool; `None` checks against a decoy hash so an
+/// unknown account costs the same time as a wrong password.
+pub async fn verify_password(password: String, stored: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || match stored {
+        Some(h) => password::verify(&password, &h),
+        None => {
+            password::verify(&password, password::decoy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased_keeping_dots() {
+        assert_eq!(normalize_email("  First.Last@Example.COM ").as_deref(), Ok("first.last@example.com"));
+        assert!(normalize_email("no-at-sign").is_err());
+        assert!(normalize_email("a@b").is_err());
+        assert!(normalize_email("a b@c.de").is_err());
+    }
+
+    #[test]
+    fn policy_names_the_rule() {
+        assert_eq!(check_password_policy("Ab1"), Err("must be at least 8 characters"));
+        assert_eq!(check_password_policy("abcdefg1"), Err("must contain an uppercase letter"));
+        assert_eq!(check_password_policy("ABCDEFG1"), Err("must contain a lowercase letter"));
+        assert_eq!(check_password_policy("Abcdefgh"), Err("must contain a digit"));
+        assert!(check_password_policy("Abcdefg1").is_ok());
+    }
+}

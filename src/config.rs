@@ -1,0 +1,81 @@
+//! Flags and environment → one `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Registration {
+    /// Anyone may create an account (always on the free tier).
+    Open,
+    /// Only an admin creates accounts.
+    Closed,
+}
+
+/// Where the data lives; every command takes it.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// The data folder: the database is DIR/voxflow.db, backups go to DIR/backups.
+    #[arg(long = "data-dir", env = "VOXFLOW_DATA_DIR", default_value = "./voxflow_data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+impl DataArgs {
+    pub fn db_path(&self) -> PathBuf {
+        db_path(&self.data_dir)
+    }
+}
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("voxflow.db")
+}
+
+pub fn backup_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("backups")
+}
+
+/// Everything `voxflow serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "VOXFLOW_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+
+    /// Whether anyone may register.
+    #[arg(long, env = "VOXFLOW_REGISTRATION", value_enum, default_value = "open")]
+    pub registration: Registration,
+
+    /// The first admin's email, used when no admin exists yet.
+    #[arg(long, env = "VOXFLOW_ADMIN_EMAIL", default_value = "admin@voxflow.com")]
+    pub admin_email: String,
+
+    /// The first admin's password; when unset a random one is printed once.
+    #[arg(long, env = "VOXFLOW_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Read-only database connections serving reads.
+    #[arg(long, env = "VOXFLOW_DB_READERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub db_readers: u16,
+}
+
+impl Config {
+    /// A config for `data_dir` with every other setting at its default, as
+    /// `voxflow serve --data-dir DIR --http 127.0.0.1:0` would give; for tests
+    /// and embedding.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data: DataArgs {
+                data_dir: data_dir.into(),
+            },
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            registration: Registration::Open,
+            admin_email: "admin@voxflow.com".into(),
+            admin_password: None,
+            db_readers: 4,
+        }
+    }
+}

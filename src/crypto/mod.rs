@@ -1,0 +1,22 @@
+//! Cryptography, all from ring: password hashing, random tokens, digests.
+
+pub mod password;
+
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// `n` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // SystemRandom reads getrandom(2); it fails only when the kernel cannot
+    // supply entropy at all, and then nothing secure can be done.
+    if SystemRandom::new().fill(&mut buf).is_err() {
+        panic!("the operating system's random number generator failed");
+    }
+    buf
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, data))
+}

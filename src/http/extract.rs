@@ -1,0 +1,140 @@
+//! Extractors that answer bad input in the API's envelope instead of axum's
+//! plain-text rejections.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, FieldError};
+
+/// A JSON body. Malformed JSON is a 400, wrong types name the field (400), a
+/// missing `Content-Type: application/json` is a 415, an oversized body a 413.
+pub struct ApiJson<T>(pub T);
+
+/// Splits serde's "field.path: what went wrong at line 1 column 9" into
+/// a field name and a message.
+fn data_error(text: &str) -> ApiError {
+    let text = text
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("Failed to deserialize"))
+        .map_or(text, |(_, rest)| rest);
+    let text = text.split(" at line ").next().unwrap_or(text);
+    match text.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') && !field.is_empty() => {
+            ApiError::fields(vec![FieldError {
+                field: field.to_string(),
+                message: message.to_string(),
+            }])
+        }
+        _ => {
+            // serde says "missing field `name`": name it as a field too.
+            if let Some(field) = text
+                .strip_prefix("missing field `")
+                .and_then(|r| r.strip_suffix('`'))
+            {
+                return ApiError::field(field, "is required");
+            }
+            ApiError::bad_request("VALIDATION_ERROR", text.to_string())
+        }
+    }
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => data_error(&e.body_text()),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request("INVALID_JSON", "The request body is not valid JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the body as JSON with Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "The request body is too large",
+        ),
+        other => ApiError::bad_request("INVALID_BODY", other.body_text()),
+    }
+}
+
+/// Path parameters; an id that is not a UUID is a 400.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::bad_request(
+                "INVALID_ID",
+                "The id in the path is not a valid UUID",
+            )),
+            Err(other) => Err(ApiError::internal(other.body_text())),
+        }
+    }
+}
+
+/// Query-string parameters; a wrong type names the parameter (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text)
+                    .to_string();
+                Err(data_error(&text))
+            }
+            Err(other) => Err(ApiError::bad_request("INVALID_QUERY", other.body_text())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_become_field_errors() {
+        let e = data_error("Failed to deserialize the JSON body into the target type: name: invalid type: integer `5`, expected a string at line 1 column 10");
+        assert_eq!(e.errors[0].field, "name");
+        assert_eq!(e.errors[0].message, "invalid type: integer `5`, expected a string");
+        let e = data_error("Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2");
+        assert_eq!(e.errors[0].field, "email");
+    }
+}

@@ -1,0 +1,166 @@
+//! Router assembly, layers, health checks and the embedded web UI.
+
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use include_dir::{include_dir, Dir};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::db::{migrate, Db, DbError};
+use error::{ok, ApiError};
+
+static STATIC_UI: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/static");
+
+/// The largest JSON body any endpoint accepts. Agent prompts (5,000
+/// characters) and conversation histories fit well below it.
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new().fallback(api_not_found);
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/liveness", get(liveness))
+        .route("/health/readiness", get(readiness))
+        .nest("/api", api)
+        .fallback(static_ui)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn(security_headers))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+async fn api_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ROUTE_NOT_FOUND",
+        format!("No endpoint {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Headers every answer carries: the UI loads nothing from elsewhere, and
+/// no page of ours may be framed.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    res
+}
+
+/// Asks a reader for `SELECT 1`, bounded so a stuck database reports
+/// unhealthy instead of hanging the probe.
+async fn database_answers(db: &Db) -> bool {
+    let probe = db.read(|c| {
+        c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .map_err(DbError::from)
+    });
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Ok(1))
+    )
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let db_ok = database_answers(&s.db).await;
+    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    ok(
+        status,
+        json!({
+            "status": if db_ok { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": s.started.elapsed().as_secs(),
+            "database": if db_ok { "ok" } else { "unavailable" },
+        }),
+    )
+}
+
+async fn liveness() -> Response {
+    ok(StatusCode::OK, json!({ "status": "alive" }))
+}
+
+async fn readiness(State(s): State<AppState>) -> Response {
+    let version = s
+        .db
+        .read(|c| migrate::current_version(c))
+        .await
+        .ok();
+    let latest = migrate::latest_version();
+    let ready = version == Some(latest) && database_answers(&s.db).await;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "schema_version": version,
+        "expected_schema_version": latest,
+    });
+    if ready {
+        ok(StatusCode::OK, body)
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", "Not ready")
+            .with("data", body)
+            .into_response()
+    }
+}
+
+/// The web UI: files of `static/`, with `index.html` for `/` and for any
+/// extensionless path (the UI's own routes).
+async fn static_ui(method: Method, uri: Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed(method, uri).await.into_response();
+    }
+    let path = uri.path().trim_start_matches('/');
+    let file = match STATIC_UI.get_file(path) {
+        Some(f) if !path.is_empty() => Some(f),
+        _ if !path.rsplit('/').next().unwrap_or("").contains('.') => {
+            STATIC_UI.get_file("index.html")
+        }
+        _ => None,
+    };
+    let Some(file) = file else {
+        return (StatusCode::NOT_FOUND, "Not found").into_response();
+    };
+    let mime = mime_guess::from_path(file.path()).first_or_octet_stream();
+    let mut res = Response::new(Body::from(file.contents()));
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        res.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}

@@ -1,0 +1,174 @@
+//! VoxFlow: a multi-tenant platform for AI voice agents, in one binary.
+//!
+//! `start` opens the database, applies migrations, creates the first admin
+//! and serves the API and the web UI; tests call it in-process.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod http;
+pub mod tiers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use config::Config;
+use db::{migrate, Db, DbError};
+use http::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Admin(String),
+}
+
+/// What starting did, for the operator to read once.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    pub migrated: migrate::UpReport,
+    /// Set when the first admin was created: its email, and its password when
+    /// generated here (to be printed once, never logged).
+    pub admin_created: Option<(String, Option<String>)>,
+}
+
+/// Opens the database in `config`'s data folder and brings it to the latest
+/// schema.
+pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport), DbError> {
+    let db = Db::open(&config.data.db_path(), usize::from(config.db_readers))?;
+    let backups: PathBuf = config::backup_dir(&config.data.data_dir);
+    let report = db.write(move |c| migrate::up(c, &backups)).await?;
+    Ok((db, report))
+}
+
+/// Creates the first admin when the database has none: from
+/// `VOXFLOW_ADMIN_EMAIL`/`VOXFLOW_ADMIN_PASSWORD`, else with a random password
+/// that the caller prints once. Never a fixed password.
+async fn ensure_first_admin(
+    db: &Db,
+    config: &Config,
+) -> Result<Option<(String, Option<String>)>, StartError> {
+    if db.read(|c| auth::store::any_admin(c).map_err(DbError::from)).await? {
+        return Ok(None);
+    }
+    let email = auth::normalize_email(&config.admin_email)
+        .map_err(|e| StartError::Admin(format!("VOXFLOW_ADMIN_EMAIL: {e}")))?;
+    let (password, generated) = match &config.admin_password {
+        Some(p) => {
+            auth::check_password_policy(p)
+                .map_err(|e| StartError::Admin(format!("VOXFLOW_ADMIN_PASSWORD: {e}")))?;
+            (p.clone(), false)
+        }
+        None => (crypto::password::generate(), true),
+    };
+    let hash = auth::hash_password(password.clone())
+        .await
+        .map_err(|e| StartError::Admin(e.to_string()))?;
+    let exists_as_user = {
+        let email = email.clone();
+        db.read(move |c| auth::store::user_id_by_email(c, &email).map_err(DbError::from))
+            .await?
+            .is_some()
+    };
+    if exists_as_user {
+        // Promoting an existing self-registered account would hand admin
+        // rights to whoever registered that address.
+        return Err(StartError::Admin(format!(
+            "no admin exists and {email} is an ordinary account; create an admin with `voxflow admin create --email ADDRESS`"
+        )));
+    }
+    {
+        let email = email.clone();
+        db.write(move |c| auth::store::upsert_admin(c, &email, &hash).map_err(DbError::from))
+            .await?;
+    }
+    Ok(Some((email, generated.then_some(password))))
+}
+
+/// A server running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub report: StartReport,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    /// Resolves when the server has stopped on its own (after a signal).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let Running { task, shutdown, .. } = self;
+        let result = task.await.unwrap_or(Ok(()));
+        drop(shutdown);
+        result
+    }
+}
+
+/// Everything `voxflow serve` does before and while listening. `stop_signal`
+/// ends the server gracefully when it resolves (the binary passes SIGINT or
+/// SIGTERM).
+pub async fn start(
+    config: Config,
+    stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let started = Instant::now();
+    let (db, migrated) = open_and_migrate(&config).await?;
+    let admin_created = ensure_first_admin(&db, &config).await?;
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.http,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.http,
+        source,
+    })?;
+    let state = AppState {
+        db,
+        config: Arc::new(config),
+        started,
+    };
+    let app = http::router(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = rx => {}
+                    _ = stop_signal => {}
+                }
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        report: StartReport {
+            migrated,
+            admin_created,
+        },
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,277 @@
+//! The `voxflow` command line.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rusqlite::Connection;
+
+use voxflow::config::{self, Config, DataArgs};
+use voxflow::db::{migrate, open_connection, verify, DbError};
+use voxflow::{auth, crypto};
+
+#[derive(Parser)]
+#[command(name = "voxflow", version, about = "VoxFlow: AI voice agents for many tenants, in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, create the first admin if none exists, and serve the API and web UI.
+    Serve(Config),
+    /// Show, apply or roll back schema migrations.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Check the schema, the admin user, integrity and foreign keys; exit 0 only when all hold.
+    Verify(DataArgs),
+    /// Manage admin accounts.
+    Admin {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// List applied and pending versions.
+    Status,
+    /// Apply pending versions (after a backup when the database holds data).
+    Up,
+    /// Roll back to version N, newest first, keeping lower versions' data.
+    Down {
+        #[arg(long)]
+        to: i32,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create an admin, or make an existing account an admin, with a new password.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password for an existing account and end its sessions.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Start(#[from] voxflow::StartError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(config) => serve(config),
+        Command::Migrate { data, action } => run_migrate(&data, action),
+        Command::Verify(data) => run_verify(&data),
+        Command::Admin { data, action } => run_admin(&data, action),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Opens the existing database for a command-line action; refuses to create
+/// an empty one by accident.
+fn open_existing(data: &DataArgs) -> Result<Connection, CliError> {
+    let path = data.db_path();
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no database at {}; start `voxflow serve` or run `voxflow migrate up` first",
+            path.display()
+        )));
+    }
+    Ok(open_connection(&path, false)?)
+}
+
+fn serve(config: Config) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let data_dir = config.data.data_dir.clone();
+        let running = voxflow::start(config, shutdown_signal()).await?;
+        let report = &running.report;
+        if let Some(path) = &report.migrated.backup {
+            println!("Backup written before migrating: {}", path.display());
+        }
+        for (version, name) in &report.migrated.applied {
+            println!("Applied migration V{version} {name}");
+        }
+        if let Some((email, password)) = &report.admin_created {
+            println!("First admin created: {email}");
+            match password {
+                Some(p) => println!("Its password, shown only this once: {p}"),
+                None => println!("Its password is the one in VOXFLOW_ADMIN_PASSWORD."),
+            }
+        }
+        println!("Data folder: {}", data_dir.display());
+        println!("VoxFlow listening on http://{}", running.addr);
+        let _ = std::io::stdout().flush();
+        running.wait().await?;
+        println!("VoxFlow stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliError> {
+    match action {
+        MigrateAction::Status => {
+            let conn = open_existing(data)?;
+            for m in migrate::status(&conn)? {
+                match m.applied_on {
+                    Some(on) => println!("V{} {:<28} applied {on}", m.version, m.name),
+                    None => println!("V{} {:<28} pending", m.version, m.name),
+                }
+            }
+        }
+        MigrateAction::Up => {
+            std::fs::create_dir_all(&data.data_dir)?;
+            let mut conn = open_connection(&data.db_path(), false)?;
+            let report = migrate::up(&mut conn, &config::backup_dir(&data.data_dir))?;
+            if let Some(path) = report.backup {
+                println!("Backup written: {}", path.display());
+            }
+            if report.applied.is_empty() {
+                println!("Nothing to apply: at version {}", migrate::current_version(&conn)?);
+            }
+            for (version, name) in report.applied {
+                println!("Applied V{version} {name}");
+            }
+        }
+        MigrateAction::Down { to } => {
+            let mut conn = open_existing(data)?;
+            let before = migrate::current_version(&conn)?;
+            if to < before {
+                let path = migrate::backup(&conn, &config::backup_dir(&data.data_dir), &format!("before-down-v{before}-to-v{to}"))?;
+                println!("Backup written: {}", path.display());
+            }
+            let undone = migrate::down(&mut conn, to)?;
+            if undone.is_empty() {
+                println!("Nothing to roll back: at version {before}");
+            }
+            for v in undone {
+                println!("Rolled back V{v}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_verify(data: &DataArgs) -> Result<ExitCode, CliError> {
+    let conn = open_existing(data)?;
+    let report = verify::verify(&conn)?;
+    print!("{report}");
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The password from standard input (first line), checked against the
+/// policy, or a generated one that is printed.
+fn read_or_generate_password(from_stdin: bool) -> Result<(String, bool), CliError> {
+    if !from_stdin {
+        return Ok((crypto::password::generate(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    auth::check_password_policy(&password).map_err(|e| CliError::Usage(format!("password {e}")))?;
+    Ok((password, false))
+}
+
+fn run_admin(data: &DataArgs, action: AdminAction) -> Result<ExitCode, CliError> {
+    let mut conn = open_existing(data)?;
+    if migrate::current_version(&conn)? != migrate::latest_version() {
+        return Err(CliError::Usage("the database is not at the latest version: run `voxflow migrate up`".into()));
+    }
+    match action {
+        AdminAction::Create { email, password_stdin } => {
+            let email = auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            let hash = crypto::password::hash(&password);
+            let created = auth::store::upsert_admin(&mut conn, &email, &hash)?;
+            println!("{} admin {email}", if created { "Created" } else { "Promoted to" });
+            if generated {
+                println!("Password, shown only this once: {password}");
+            }
+        }
+        AdminAction::ResetPassword { email, password_stdin } => {
+            let email = auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
+            if auth::store::user_id_by_email(&conn, &email)?.is_none() {
+                return Err(CliError::Usage(format!("no account {email}")));
+            }
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            let hash = crypto::password::hash(&password);
+            auth::store::set_password(&mut conn, &email, &hash)?;
+            println!("Password reset for {email}; its sessions have ended");
+            if generated {
+                println!("Password, shown only this once: {password}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
