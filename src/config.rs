@@ -17,7 +17,12 @@ pub enum Registration {
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// The data folder: the database is DIR/voxflow.db, backups go to DIR/backups.
-    #[arg(long = "data-dir", env = "VOXFLOW_DATA_DIR", default_value = "./voxflow_data", global = true)]
+    #[arg(
+        long = "data-dir",
+        env = "VOXFLOW_DATA_DIR",
+        default_value = "./voxflow_data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -57,6 +62,10 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
 
+    /// How long a session lasts after login, in hours.
+    #[arg(long, env = "VOXFLOW_SESSION_TTL_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub session_ttl_hours: u32,
+
     /// Read-only database connections serving reads.
     #[arg(long, env = "VOXFLOW_DB_READERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_readers: u16,
@@ -75,6 +84,7 @@ impl Config {
             registration: Registration::Open,
             admin_email: "admin@voxflow.com".into(),
             admin_password: None,
+            session_ttl_hours: 168,
             db_readers: 4,
         }
     }

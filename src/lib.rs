@@ -4,6 +4,7 @@
 //! and serves the API and the web UI; tests call it in-process.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod crypto;
@@ -62,7 +63,10 @@ async fn ensure_first_admin(
     db: &Db,
     config: &Config,
 ) -> Result<Option<(String, Option<String>)>, StartError> {
-    if db.read(|c| auth::store::any_admin(c).map_err(DbError::from)).await? {
+    if db
+        .read(|c| auth::store::any_admin(c).map_err(DbError::from))
+        .await?
+    {
         return Ok(None);
     }
     let email = auth::normalize_email(&config.admin_email)
@@ -149,18 +153,22 @@ pub async fn start(
         db,
         config: Arc::new(config),
         started,
+        login_throttle: Arc::default(),
     };
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = rx => {}
-                    _ = stop_signal => {}
-                }
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = rx => {}
+                _ = stop_signal => {}
+            }
+        })
+        .await
     });
     Ok(Running {
         addr,

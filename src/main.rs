@@ -12,7 +12,11 @@ use voxflow::db::{migrate, open_connection, verify, DbError};
 use voxflow::{auth, crypto};
 
 #[derive(Parser)]
-#[command(name = "voxflow", version, about = "VoxFlow: AI voice agents for many tenants, in one binary")]
+#[command(
+    name = "voxflow",
+    version,
+    about = "VoxFlow: AI voice agents for many tenants, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -198,7 +202,10 @@ fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliEr
                 println!("Backup written: {}", path.display());
             }
             if report.applied.is_empty() {
-                println!("Nothing to apply: at version {}", migrate::current_version(&conn)?);
+                println!(
+                    "Nothing to apply: at version {}",
+                    migrate::current_version(&conn)?
+                );
             }
             for (version, name) in report.applied {
                 println!("Applied V{version} {name}");
@@ -208,7 +215,11 @@ fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliEr
             let mut conn = open_existing(data)?;
             let before = migrate::current_version(&conn)?;
             if to < before {
-                let path = migrate::backup(&conn, &config::backup_dir(&data.data_dir), &format!("before-down-v{before}-to-v{to}"))?;
+                let path = migrate::backup(
+                    &conn,
+                    &config::backup_dir(&data.data_dir),
+                    &format!("before-down-v{before}-to-v{to}"),
+                )?;
                 println!("Backup written: {}", path.display());
             }
             let undone = migrate::down(&mut conn, to)?;
@@ -227,7 +238,11 @@ fn run_verify(data: &DataArgs) -> Result<ExitCode, CliError> {
     let conn = open_existing(data)?;
     let report = verify::verify(&conn)?;
     print!("{report}");
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The password from standard input (first line), checked against the
@@ -246,27 +261,40 @@ fn read_or_generate_password(from_stdin: bool) -> Result<(String, bool), CliErro
 fn run_admin(data: &DataArgs, action: AdminAction) -> Result<ExitCode, CliError> {
     let mut conn = open_existing(data)?;
     if migrate::current_version(&conn)? != migrate::latest_version() {
-        return Err(CliError::Usage("the database is not at the latest version: run `voxflow migrate up`".into()));
+        return Err(CliError::Usage(
+            "the database is not at the latest version: run `voxflow migrate up`".into(),
+        ));
     }
     match action {
-        AdminAction::Create { email, password_stdin } => {
-            let email = auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
+        AdminAction::Create {
+            email,
+            password_stdin,
+        } => {
+            let email =
+                auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
             let (password, generated) = read_or_generate_password(password_stdin)?;
             let hash = crypto::password::hash(&password);
             let created = auth::store::upsert_admin(&mut conn, &email, &hash)?;
-            println!("{} admin {email}", if created { "Created" } else { "Promoted to" });
+            println!(
+                "{} admin {email}",
+                if created { "Created" } else { "Promoted to" }
+            );
             if generated {
                 println!("Password, shown only this once: {password}");
             }
         }
-        AdminAction::ResetPassword { email, password_stdin } => {
-            let email = auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
-            if auth::store::user_id_by_email(&conn, &email)?.is_none() {
+        AdminAction::ResetPassword {
+            email,
+            password_stdin,
+        } => {
+            let email =
+                auth::normalize_email(&email).map_err(|e| CliError::Usage(format!("email {e}")))?;
+            let Some(id) = auth::store::user_id_by_email(&conn, &email)? else {
                 return Err(CliError::Usage(format!("no account {email}")));
-            }
+            };
             let (password, generated) = read_or_generate_password(password_stdin)?;
             let hash = crypto::password::hash(&password);
-            auth::store::set_password(&mut conn, &email, &hash)?;
+            auth::store::set_password(&mut conn, &id, &hash, None)?;
             println!("Password reset for {email}; its sessions have ended");
             if generated {
                 println!("Password, shown only this once: {password}");

@@ -1,6 +1,9 @@
 //! Accounts, passwords, sessions and roles.
 
+pub mod extract;
+pub mod routes;
 pub mod store;
+pub mod throttle;
 
 use crate::crypto::password;
 
@@ -24,7 +27,9 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
         && !domain.ends_with('.')
         && !domain.contains("..")
         && !domain.contains('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c));
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c));
     if valid {
         Ok(email)
     } else {
@@ -80,7 +85,10 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lowercased_keeping_dots() {
-        assert_eq!(normalize_email("  First.Last@Example.COM ").as_deref(), Ok("first.last@example.com"));
+        assert_eq!(
+            normalize_email("  First.Last@Example.COM ").as_deref(),
+            Ok("first.last@example.com")
+        );
         assert!(normalize_email("no-at-sign").is_err());
         assert!(normalize_email("a@b").is_err());
         assert!(normalize_email("a b@c.de").is_err());
@@ -88,10 +96,22 @@ mod tests {
 
     #[test]
     fn policy_names_the_rule() {
-        assert_eq!(check_password_policy("Ab1"), Err("must be at least 8 characters"));
-        assert_eq!(check_password_policy("abcdefg1"), Err("must contain an uppercase letter"));
-        assert_eq!(check_password_policy("ABCDEFG1"), Err("must contain a lowercase letter"));
-        assert_eq!(check_password_policy("Abcdefgh"), Err("must contain a digit"));
+        assert_eq!(
+            check_password_policy("Ab1"),
+            Err("must be at least 8 characters")
+        );
+        assert_eq!(
+            check_password_policy("abcdefg1"),
+            Err("must contain an uppercase letter")
+        );
+        assert_eq!(
+            check_password_policy("ABCDEFG1"),
+            Err("must contain a lowercase letter")
+        );
+        assert_eq!(
+            check_password_policy("Abcdefgh"),
+            Err("must contain a digit")
+        );
         assert!(check_password_policy("Abcdefg1").is_ok());
     }
 }

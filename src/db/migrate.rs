@@ -74,9 +74,10 @@ pub fn current_version(conn: &Connection) -> Result<i32, DbError> {
 pub fn status(conn: &Connection) -> Result<Vec<MigrationState>, DbError> {
     let mut applied = std::collections::HashMap::new();
     if history_exists(conn)? {
-        let mut stmt =
-            conn.prepare(&format!("SELECT version, applied_on FROM {HISTORY_TABLE}"))?;
-        let rows = stmt.query_map([], |row| Ok((row.get::<_, i32>(0)?, row.get::<_, String>(1)?)))?;
+        let mut stmt = conn.prepare(&format!("SELECT version, applied_on FROM {HISTORY_TABLE}"))?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, i32>(0)?, row.get::<_, String>(1)?))
+        })?;
         for row in rows {
             let (version, on) = row?;
             applied.insert(version, on);
@@ -107,7 +108,9 @@ fn has_data(conn: &Connection) -> Result<bool, DbError> {
     for table in tables {
         let quoted = table.replace('"', "\"\"");
         let found: Option<i64> = conn
-            .query_row(&format!("SELECT 1 FROM \"{quoted}\" LIMIT 1"), [], |row| row.get(0))
+            .query_row(&format!("SELECT 1 FROM \"{quoted}\" LIMIT 1"), [], |row| {
+                row.get(0)
+            })
             .optional()?;
         if found.is_some() {
             return Ok(true);
@@ -124,7 +127,8 @@ pub fn backup(conn: &Connection, dir: &Path, label: &str) -> Result<PathBuf, DbE
         path: dir.to_path_buf(),
         source,
     })?;
-    let stamp: String = conn.query_row("SELECT strftime('%Y%m%dT%H%M%SZ', 'now')", [], |r| r.get(0))?;
+    let stamp: String =
+        conn.query_row("SELECT strftime('%Y%m%dT%H%M%SZ', 'now')", [], |r| r.get(0))?;
     let mut path = dir.join(format!("voxflow-{stamp}-{label}.db"));
     let mut n = 1;
     while path.exists() {
@@ -148,7 +152,11 @@ pub fn up(conn: &mut Connection, backup_dir: &Path) -> Result<UpReport, DbError>
         return Ok(report);
     }
     if has_data(conn)? {
-        report.backup = Some(backup(conn, backup_dir, &format!("before-v{current}-to-v{}", latest_version()))?);
+        report.backup = Some(backup(
+            conn,
+            backup_dir,
+            &format!("before-v{current}-to-v{}", latest_version()),
+        )?);
     }
     let done = embedded::migrations::runner()
         .set_grouped(true)
@@ -203,7 +211,10 @@ pub fn down(conn: &mut Connection, to: i32) -> Result<Vec<i32>, DbError> {
             .ok_or_else(|| DbError::Migration(format!("no down script for version {version}")))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(script)?;
-        tx.execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = ?1"), [version])?;
+        tx.execute(
+            &format!("DELETE FROM {HISTORY_TABLE} WHERE version = ?1"),
+            [version],
+        )?;
         tx.commit()?;
         undone.push(version);
     }
@@ -217,7 +228,11 @@ mod tests {
     #[test]
     fn every_version_has_a_down_script() {
         for m in embedded::migrations::runner().get_migrations() {
-            assert!(down_script(m.version()).is_some(), "version {}", m.version());
+            assert!(
+                down_script(m.version()).is_some(),
+                "version {}",
+                m.version()
+            );
         }
     }
 }

@@ -51,7 +51,9 @@ pub struct Db {
 /// while another process holds the database.
 pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection, DbError> {
     let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -75,20 +77,22 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection, DbErr
 }
 
 fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let spawned = thread::Builder::new().name(name.clone()).spawn(move || loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
+    let spawned = thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || loop {
+            let job = {
+                let Ok(rx) = jobs.lock() else { return };
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            // A panicking job must not take the connection down with it: its
+            // caller sees a dropped answer, everyone else carries on.
+            if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                tracing::error!(worker = %name, "a database job panicked");
             }
-        };
-        // A panicking job must not take the connection down with it: its
-        // caller sees a dropped answer, everyone else carries on.
-        if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-            tracing::error!(worker = %name, "a database job panicked");
-        }
-    });
+        });
     if let Err(err) = spawned {
         tracing::error!(%err, "cannot start a database thread");
     }

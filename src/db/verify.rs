@@ -32,6 +32,9 @@ pub const TRIGGERS: [(&str, &str); 5] = [
     ("trigger_update_user_usage_tracking", "agent_runs"),
     ("trigger_create_default_subscription", "users"),
 ];
+/// email, role, tier, max_agents, monthly_token_quota of an admin.
+type AdminRow = (String, String, String, i64, i64);
+
 pub const VIEWS: [&str; 2] = ["user_statistics", "current_month_usage"];
 
 #[derive(Debug)]
@@ -85,9 +88,8 @@ impl fmt::Display for Report {
 }
 
 fn names_of(conn: &Connection, kind: &str) -> Result<Vec<(String, String)>, DbError> {
-    let mut stmt = conn.prepare(
-        "SELECT name, tbl_name FROM sqlite_schema WHERE type = ?1 ORDER BY name",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT name, tbl_name FROM sqlite_schema WHERE type = ?1 ORDER BY name")?;
     let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -105,7 +107,9 @@ pub fn verify(conn: &Connection) -> Result<Report, DbError> {
     );
 
     // users columns, with types and defaults
-    let mut stmt = conn.prepare("SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('users') ORDER BY cid")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('users') ORDER BY cid",
+    )?;
     let cols: Vec<(String, String, bool, Option<String>)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
@@ -150,7 +154,7 @@ pub fn verify(conn: &Connection) -> Result<Report, DbError> {
     );
 
     // The admin users and their tier and limits.
-    let admins: Result<Vec<(String, String, String, i64, i64)>, rusqlite::Error> = conn
+    let admins: Result<Vec<AdminRow>, rusqlite::Error> = conn
         .prepare("SELECT email, role, subscription_tier, max_agents, monthly_token_quota FROM users WHERE role = 'admin' ORDER BY created_at")
         .and_then(|mut s| {
             s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
@@ -160,7 +164,9 @@ pub fn verify(conn: &Connection) -> Result<Report, DbError> {
         Ok(admins) if !admins.is_empty() => {
             let detail = admins
                 .iter()
-                .map(|(e, r, t, m, q)| format!("{e}: role {r}, tier {t}, max_agents {m}, monthly_token_quota {q}"))
+                .map(|(e, r, t, m, q)| {
+                    format!("{e}: role {r}, tier {t}, max_agents {m}, monthly_token_quota {q}")
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             let first_ok = admins
@@ -205,7 +211,9 @@ pub fn verify(conn: &Connection) -> Result<Report, DbError> {
     );
 
     for view in VIEWS {
-        let read = conn.query_row(&format!("SELECT count(*) FROM {view}"), [], |r| r.get::<_, i64>(0));
+        let read = conn.query_row(&format!("SELECT count(*) FROM {view}"), [], |r| {
+            r.get::<_, i64>(0)
+        });
         match read {
             Ok(n) => report.add(format!("view {view}"), true, format!("{n} rows")),
             Err(err) => report.add(format!("view {view}"), false, err.to_string()),
@@ -233,7 +241,11 @@ pub fn verify(conn: &Connection) -> Result<Report, DbError> {
     report.add(
         "foreign_key_check",
         fk.is_empty(),
-        if fk.is_empty() { "no orphan rows".to_string() } else { fk.join("\n") },
+        if fk.is_empty() {
+            "no orphan rows".to_string()
+        } else {
+            fk.join("\n")
+        },
     );
 
     Ok(report)

@@ -133,8 +133,37 @@ mod tests {
     fn serde_messages_become_field_errors() {
         let e = data_error("Failed to deserialize the JSON body into the target type: name: invalid type: integer `5`, expected a string at line 1 column 10");
         assert_eq!(e.errors[0].field, "name");
-        assert_eq!(e.errors[0].message, "invalid type: integer `5`, expected a string");
+        assert_eq!(
+            e.errors[0].message,
+            "invalid type: integer `5`, expected a string"
+        );
         let e = data_error("Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2");
         assert_eq!(e.errors[0].field, "email");
+    }
+}
+
+/// The caller's address and user agent, for sessions, throttling and the
+/// audit log.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_string());
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        Ok(ClientInfo { ip, user_agent })
     }
 }

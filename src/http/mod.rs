@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod pagination;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,10 +34,14 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub started: Instant,
+    pub login_throttle: Arc<crate::auth::throttle::LoginThrottle>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().fallback(api_not_found);
+    let api = Router::new()
+        .nest("/auth", crate::auth::routes::router())
+        .nest("/admin", crate::admin::routes::router())
+        .fallback(api_not_found);
     Router::new()
         .route("/health", get(health))
         .route("/health/liveness", get(liveness))
@@ -73,9 +78,15 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -100,7 +111,11 @@ async fn database_answers(db: &Db) -> bool {
 
 async fn health(State(s): State<AppState>) -> Response {
     let db_ok = database_answers(&s.db).await;
-    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     ok(
         status,
         json!({
@@ -117,11 +132,7 @@ async fn liveness() -> Response {
 }
 
 async fn readiness(State(s): State<AppState>) -> Response {
-    let version = s
-        .db
-        .read(|c| migrate::current_version(c))
-        .await
-        .ok();
+    let version = s.db.read(|c| migrate::current_version(c)).await.ok();
     let latest = migrate::latest_version();
     let ready = version == Some(latest) && database_answers(&s.db).await;
     let body = json!({

@@ -1,0 +1,309 @@
+//! `/api/admin/*`: admin only (the `AdminUser` extractor refuses anyone else
+//! with a 403).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use rusqlite::{
+    params_from_iter, types::Value as SqlValue, OptionalExtension, TransactionBehavior,
+};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, Entry};
+use crate::auth::extract::AdminUser;
+use crate::auth::store::{self, USER_COLUMNS};
+use crate::http::error::{ok, ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::pagination::Page;
+use crate::http::AppState;
+use crate::tiers;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list_users))
+        .route("/users/{id}/limits", put(update_limits))
+        .route("/users/{id}/toggle-status", post(toggle_status))
+}
+
+#[derive(Deserialize)]
+struct UserListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    search: Option<String>,
+    role: Option<String>,
+    tier: Option<String>,
+    is_active: Option<bool>,
+    sort_by: Option<String>,
+    order: Option<String>,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(q): ApiQuery<UserListQuery>,
+) -> ApiResult<Response> {
+    let page = Page::new(q.page, q.limit)?;
+    let mut filters = vec!["1 = 1".to_string()];
+    let mut args: Vec<SqlValue> = Vec::new();
+    if let Some(search) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        if search.chars().count() > 255 {
+            return Err(ApiError::field("search", "must be at most 255 characters"));
+        }
+        let escaped = search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        args.push(SqlValue::Text(format!("%{escaped}%")));
+        filters.push(format!(
+            "(u.email LIKE ?{n} ESCAPE '\\' OR u.organization_name LIKE ?{n} ESCAPE '\\')",
+            n = args.len()
+        ));
+    }
+    if let Some(role) = &q.role {
+        if !["admin", "user", "enterprise"].contains(&role.as_str()) {
+            return Err(ApiError::field("role", "must be admin, user or enterprise"));
+        }
+        args.push(SqlValue::Text(role.clone()));
+        filters.push(format!("u.role = ?{}", args.len()));
+    }
+    if let Some(tier) = &q.tier {
+        if tiers::tier(tier).is_none() {
+            return Err(ApiError::field("tier", "must be free, pro or enterprise"));
+        }
+        args.push(SqlValue::Text(tier.clone()));
+        filters.push(format!("u.subscription_tier = ?{}", args.len()));
+    }
+    if let Some(active) = q.is_active {
+        args.push(SqlValue::Integer(i64::from(active)));
+        filters.push(format!("u.is_active = ?{}", args.len()));
+    }
+    // Sorting by name through a fixed list: never interpolate the client's text.
+    let sort = match q.sort_by.as_deref().unwrap_or("created_at") {
+        "created_at" => "u.created_at",
+        "email" => "u.email",
+        "last_login" => "u.last_login",
+        "subscription_tier" => "u.subscription_tier",
+        "role" => "u.role",
+        _ => {
+            return Err(ApiError::field(
+                "sort_by",
+                "must be created_at, email, last_login, subscription_tier or role",
+            ))
+        }
+    };
+    let order = match q.order.as_deref().unwrap_or("desc") {
+        "asc" | "ASC" => "ASC",
+        "desc" | "DESC" => "DESC",
+        _ => return Err(ApiError::field("order", "must be asc or desc")),
+    };
+    let where_sql = filters.join(" AND ");
+    let (rows, total) = state
+        .db
+        .read(move |c| {
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM users u WHERE {where_sql}"),
+                params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            let mut all = args.clone();
+            all.push(SqlValue::Integer(page.limit()));
+            all.push(SqlValue::Integer(page.offset()));
+            let sql = format!(
+                "SELECT {USER_COLUMNS}, s.agent_count, s.total_runs, m.tokens_used_this_month
+                 FROM users u
+                 JOIN user_statistics s ON s.id = u.id
+                 JOIN current_month_usage m ON m.user_id = u.id
+                 WHERE {where_sql}
+                 ORDER BY {sort} {order}, u.id
+                 LIMIT ?{} OFFSET ?{}",
+                all.len() - 1,
+                all.len()
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(all.iter()), |r| {
+                    let user = store::user_from_row(r, 0)?;
+                    let mut v = serde_json::to_value(&user).unwrap_or_default();
+                    v["agent_count"] = json!(r.get::<_, i64>(10)?);
+                    v["total_runs"] = json!(r.get::<_, i64>(11)?);
+                    v["tokens_this_month"] = json!(r.get::<_, f64>(12)?);
+                    Ok(v)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>((rows, total))
+        })
+        .await?;
+    Ok(page.respond(rows, total))
+}
+
+#[derive(Deserialize)]
+struct LimitsBody {
+    max_agents: Option<i64>,
+    monthly_token_quota: Option<i64>,
+    subscription_tier: Option<String>,
+    role: Option<String>,
+}
+
+async fn update_limits(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<LimitsBody>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    if let Some(m) = body.max_agents {
+        if !(0..=1000).contains(&m) {
+            return Err(ApiError::field("max_agents", "must be between 0 and 1000"));
+        }
+    }
+    if let Some(q) = body.monthly_token_quota {
+        if !(0..=10_000_000).contains(&q) {
+            return Err(ApiError::field(
+                "monthly_token_quota",
+                "must be between 0 and 10000000",
+            ));
+        }
+    }
+    let tier = match body.subscription_tier.as_deref() {
+        Some(t) => Some(tiers::tier(t).ok_or_else(|| {
+            ApiError::field("subscription_tier", "must be free, pro or enterprise")
+        })?),
+        None => None,
+    };
+    if let Some(r) = body.role.as_deref() {
+        if !["admin", "user", "enterprise"].contains(&r) {
+            return Err(ApiError::field("role", "must be admin, user or enterprise"));
+        }
+        if id == admin.user.id && r != "admin" {
+            return Err(ApiError::bad_request(
+                "SELF_DEMOTION",
+                "You cannot remove your own admin role",
+            ));
+        }
+    }
+    if body.max_agents.is_none()
+        && body.monthly_token_quota.is_none()
+        && tier.is_none()
+        && body.role.is_none()
+    {
+        return Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            "Give at least one of max_agents, monthly_token_quota, subscription_tier, role",
+        ));
+    }
+    let admin_id = admin.user.id.clone();
+    let user = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(before) = store::user_by_id(&tx, &id)? else {
+                return Err(ApiError::not_found("User"));
+            };
+            tx.execute(
+                "UPDATE users SET max_agents = coalesce(?2, max_agents),
+                        monthly_token_quota = coalesce(?3, monthly_token_quota),
+                        subscription_tier = coalesce(?4, subscription_tier),
+                        role = coalesce(?5, role)
+                 WHERE id = ?1",
+                rusqlite::params![id, body.max_agents, body.monthly_token_quota, tier.map(|t| t.name), body.role],
+            )?;
+            let entry = |action, details| Entry {
+                admin_user_id: &admin_id,
+                action,
+                target_user_id: Some(&id),
+                resource_type: Some("user"),
+                resource_id: Some(&id),
+                details,
+                client: &client,
+            };
+            if let Some(t) = tier.filter(|t| t.name != before.subscription_tier) {
+                tx.execute(
+                    "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
+                            updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                     WHERE user_id = ?1",
+                    rusqlite::params![id, t.name, t.monthly_price],
+                )?;
+                audit::record(
+                    &tx,
+                    &entry("update_user_subscription", json!({ "from": before.subscription_tier, "to": t.name })),
+                )?;
+            }
+            audit::record(
+                &tx,
+                &entry(
+                    "update_user_limits",
+                    json!({
+                        "before": { "max_agents": before.max_agents, "monthly_token_quota": before.monthly_token_quota,
+                                    "subscription_tier": before.subscription_tier, "role": before.role },
+                        "changes": { "max_agents": body.max_agents, "monthly_token_quota": body.monthly_token_quota,
+                                     "subscription_tier": tier.map(|t| t.name), "role": body.role },
+                    }),
+                ),
+            )?;
+            let after = store::user_by_id(&tx, &id)?;
+            tx.commit()?;
+            after.ok_or_else(|| ApiError::not_found("User"))
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, user))
+}
+
+#[derive(Deserialize)]
+struct ToggleBody {
+    is_active: bool,
+}
+
+async fn toggle_status(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ToggleBody>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    if id == admin.user.id {
+        return Err(ApiError::bad_request(
+            "SELF_ACTION",
+            "You cannot change your own account's status",
+        ));
+    }
+    let admin_id = admin.user.id.clone();
+    let user = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before: Option<bool> = tx
+                .query_row("SELECT is_active FROM users WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            let Some(before) = before else {
+                return Err(ApiError::not_found("User"));
+            };
+            tx.execute(
+                "UPDATE users SET is_active = ?2 WHERE id = ?1",
+                rusqlite::params![id, body.is_active],
+            )?;
+            let ended = if body.is_active { 0 } else { store::delete_sessions_of(&tx, &id)? };
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &admin_id,
+                    action: "toggle_user_status",
+                    target_user_id: Some(&id),
+                    resource_type: Some("user"),
+                    resource_id: Some(&id),
+                    details: json!({ "from": before, "to": body.is_active, "sessions_ended": ended }),
+                    client: &client,
+                },
+            )?;
+            let after = store::user_by_id(&tx, &id)?;
+            tx.commit()?;
+            after.ok_or_else(|| ApiError::not_found("User"))
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, user))
+}

@@ -1,0 +1,145 @@
+//! "Who is calling": extractors a handler names to state its access rule.
+//! `CurrentUser` is any signed-in, active user; `AdminUser` only an admin.
+//! Both read the session and the user afresh on every request, so a
+//! deactivation, a role change or a logout takes effect at once.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+
+use super::store::{self, User};
+use crate::db::DbError;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+pub const SESSION_COOKIE: &str = "voxflow_session";
+
+pub struct CurrentUser {
+    pub user: User,
+    pub session_id: String,
+}
+
+pub struct AdminUser(pub CurrentUser);
+
+/// The session token from `Authorization: Bearer`, else from the cookie;
+/// the flag says whether it came from the cookie.
+fn token_of(parts: &Parts) -> Option<(String, bool)> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| (token.trim().to_string(), false));
+    }
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| (v.to_string(), true))
+        })
+}
+
+/// A cookie rides along on any request the browser makes, including one a
+/// hostile page triggers; SameSite=Strict stops most, and this stops the
+/// rest: a state-changing request authenticated by cookie must come from a
+/// page of this server (Origin, or failing that Referer, names our host).
+fn same_origin(parts: &Parts) -> bool {
+    let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let source = parts
+        .headers
+        .get(header::ORIGIN)
+        .or_else(|| parts.headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(source) = source else {
+        return false;
+    };
+    let rest = source
+        .strip_prefix("http://")
+        .or_else(|| source.strip_prefix("https://"));
+    rest.map(|r| r.split('/').next().unwrap_or("")) == Some(host)
+}
+
+/// Tokens are 64 hex characters; anything else is refused before any lookup.
+fn well_formed(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some((token, from_cookie)) = token_of(parts) else {
+            return Err(ApiError::unauthorized(
+                "Sign in first: no session token was sent",
+            ));
+        };
+        if !well_formed(&token) {
+            return Err(ApiError::unauthorized("Invalid or expired session"));
+        }
+        let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if from_cookie && unsafe_method && !same_origin(parts) {
+            return Err(ApiError::forbidden(
+                "CSRF_CHECK_FAILED",
+                "Cross-site request refused: send it from the VoxFlow page or with a bearer token",
+            ));
+        }
+        let found = state
+            .db
+            .read(move |c| store::session_user(c, &token).map_err(DbError::from))
+            .await?;
+        let Some(found) = found else {
+            return Err(ApiError::unauthorized("Invalid or expired session"));
+        };
+        if !found.user.is_active {
+            return Err(ApiError::forbidden(
+                "ACCOUNT_DEACTIVATED",
+                "This account has been deactivated",
+            ));
+        }
+        if found.stale {
+            // Refreshing last_used_at is bookkeeping: the request need not wait for it.
+            let db = state.db.clone();
+            let id = found.session_id.clone();
+            tokio::spawn(async move {
+                let _ = db
+                    .write(move |c| store::touch_session(c, &id).map_err(DbError::from))
+                    .await;
+            });
+        }
+        Ok(CurrentUser {
+            user: found.user,
+            session_id: found.session_id,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let current = CurrentUser::from_request_parts(parts, state).await?;
+        if current.user.role != "admin" {
+            return Err(ApiError::forbidden(
+                "FORBIDDEN",
+                "This needs an admin account",
+            ));
+        }
+        Ok(AdminUser(current))
+    }
+}

@@ -1,0 +1,301 @@
+//! `/api/auth/*`: register, login, logout, me, change-password.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::{CurrentUser, SESSION_COOKIE};
+use super::store::{self, NewUser, User};
+use super::{check_password_policy, hash_password, normalize_email, verify_password};
+use crate::config::Registration;
+use crate::db::DbError;
+use crate::http::error::{ok, ApiError, ApiResult, FieldError};
+use crate::http::extract::{ApiJson, ClientInfo};
+use crate::http::AppState;
+use crate::tiers;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/change-password", post(change_password))
+}
+
+/// The cookie the web UI signs in with; API clients use the token in the body.
+/// `Secure` when the request came over HTTPS through a proxy that says so.
+fn session_cookie(token: &str, max_age_secs: u64, headers: &HeaderMap) -> Option<HeaderValue> {
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
+        if secure { "; Secure" } else { "" }
+    ))
+    .ok()
+}
+
+async fn start_session(
+    state: &AppState,
+    user: User,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    status: StatusCode,
+) -> ApiResult<Response> {
+    let ttl = state.config.session_ttl_hours;
+    let (user_id, ip, ua) = (
+        user.id.clone(),
+        client.ip.clone(),
+        client.user_agent.clone(),
+    );
+    let session = state
+        .db
+        .write(move |c| {
+            store::create_session(c, &user_id, ttl, Some(&ip), ua.as_deref()).map_err(DbError::from)
+        })
+        .await?;
+    let fresh = {
+        let id = user.id.clone();
+        state
+            .db
+            .read(move |c| store::user_by_id(c, &id).map_err(DbError::from))
+            .await?
+            .unwrap_or(user)
+    };
+    let mut res = ok(
+        status,
+        json!({ "token": session.token, "expires_at": session.expires_at, "user": fresh }),
+    );
+    if let Some(cookie) = session_cookie(&session.token, u64::from(ttl) * 3600, headers) {
+        res.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+    password: String,
+    #[serde(default)]
+    organization_name: Option<String>,
+    // Anything else a client sends (a first-edition client's
+    // `subscription_tier`, say) is ignored: new accounts are always free.
+}
+
+async fn register(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> ApiResult<Response> {
+    if state.config.registration == Registration::Closed {
+        return Err(ApiError::forbidden(
+            "REGISTRATION_CLOSED",
+            "Registration is closed on this server; ask an administrator for an account",
+        ));
+    }
+    let mut errors = Vec::new();
+    let email = normalize_email(&body.email).map_err(|m| {
+        errors.push(FieldError {
+            field: "email".into(),
+            message: m.into(),
+        })
+    });
+    if let Err(m) = check_password_policy(&body.password) {
+        errors.push(FieldError {
+            field: "password".into(),
+            message: m.into(),
+        });
+    }
+    let organization = body
+        .organization_name
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty());
+    if let Some(o) = &organization {
+        if o.chars().count() > 255 {
+            errors.push(FieldError {
+                field: "organization_name".into(),
+                message: "must be at most 255 characters".into(),
+            });
+        } else if o.chars().any(char::is_control) {
+            errors.push(FieldError {
+                field: "organization_name".into(),
+                message: "must not contain control characters".into(),
+            });
+        }
+    }
+    let Ok(email) = email else {
+        return Err(ApiError::fields(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    let hash = hash_password(body.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let free = tiers::tier("free").unwrap_or(&tiers::TIERS[0]);
+    let inserted = {
+        let email = email.clone();
+        state
+            .db
+            .write(move |c| {
+                let id = store::insert_user(
+                    c,
+                    &NewUser {
+                        email: &email,
+                        password_hash: &hash,
+                        role: "user",
+                        tier: free,
+                        organization_name: organization.as_deref(),
+                    },
+                );
+                match id {
+                    Ok(id) => Ok(Some(id)),
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(ApiError::from(e)),
+                }
+            })
+            .await?
+    };
+    let Some(id) = inserted else {
+        return Err(ApiError::conflict(
+            "EMAIL_TAKEN",
+            "An account with this email already exists",
+        ));
+    };
+    let user = state
+        .db
+        .read(move |c| store::user_by_id(c, &id).map_err(DbError::from))
+        .await?
+        .ok_or_else(|| ApiError::internal("registered user vanished"))?;
+    tracing::info!(user_id = %user.id, "user registered");
+    start_session(&state, user, &client, &headers, StatusCode::CREATED).await
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+const BAD_LOGIN: &str = "Invalid email or password";
+
+async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Response> {
+    // An address that cannot be an account still goes through the same
+    // throttle and hash, so its answer looks like any other wrong login.
+    let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.trim().to_lowercase());
+    let email: String = email.chars().take(255).collect();
+    if let Err(wait) = state.login_throttle.check(&email, &client.ip) {
+        return Err(ApiError::too_many_requests(wait));
+    }
+    let found = {
+        let email = email.clone();
+        state
+            .db
+            .read(move |c| store::credentials_by_email(c, &email).map_err(DbError::from))
+            .await?
+    };
+    let (user, stored) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    // Passwords past the policy's length are refused without hashing them
+    // in full, but only after the same work as any other attempt.
+    let password: String = body.password.chars().take(1024).collect();
+    let valid = verify_password(password, stored).await;
+    let Some(user) = user.filter(|_| valid) else {
+        state.login_throttle.record_failure(&email, &client.ip);
+        return Err(ApiError::unauthorized(BAD_LOGIN).with_code("INVALID_CREDENTIALS"));
+    };
+    state.login_throttle.clear_account(&email);
+    if !user.is_active {
+        return Err(ApiError::forbidden(
+            "ACCOUNT_DEACTIVATED",
+            "This account has been deactivated",
+        ));
+    }
+    start_session(&state, user, &client, &headers, StatusCode::OK).await
+}
+
+async fn logout(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
+    let id = current.session_id;
+    state
+        .db
+        .write(move |c| store::delete_session(c, &id).map_err(DbError::from))
+        .await?;
+    let mut res = ok(StatusCode::OK, json!({ "message": "Signed out" }));
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("voxflow_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(res)
+}
+
+async fn me(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
+    let user = current.user;
+    let (user, usage) = state
+        .db
+        .read(move |c| {
+            let usage = store::current_usage(c, &user)?;
+            Ok::<_, ApiError>((user, usage))
+        })
+        .await?;
+    let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
+    body["current_usage"] = serde_json::to_value(usage).map_err(ApiError::internal)?;
+    Ok(ok(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiJson(body): ApiJson<ChangePasswordBody>,
+) -> ApiResult<Response> {
+    if let Err(m) = check_password_policy(&body.new_password) {
+        return Err(ApiError::field("new_password", m));
+    }
+    let user_id = current.user.id.clone();
+    let stored = {
+        let id = user_id.clone();
+        state
+            .db
+            .read(move |c| store::password_hash_by_id(c, &id).map_err(DbError::from))
+            .await?
+    };
+    let current_password: String = body.current_password.chars().take(1024).collect();
+    if !verify_password(current_password, stored).await {
+        return Err(ApiError::field("current_password", "is incorrect"));
+    }
+    let hash = hash_password(body.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let keep = current.session_id;
+    state
+        .db
+        .write(move |c| store::set_password(c, &user_id, &hash, Some(&keep)).map_err(DbError::from))
+        .await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "message": "Password changed; other sessions have been signed out" }),
+    ))
+}

@@ -1,0 +1,60 @@
+//! `page` (from 1) and `limit` (1–100, default 20), and the `pagination`
+//! member that lists carry beside `data`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: u32,
+    pub limit: u32,
+}
+
+impl Page {
+    /// Checks the query's `page` and `limit`; out of range is a 400 naming it.
+    pub fn new(page: Option<u32>, limit: Option<u32>) -> Result<Page, ApiError> {
+        let page = page.unwrap_or(1);
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if page == 0 || page > 1_000_000 {
+            return Err(ApiError::field("page", "must be between 1 and 1000000"));
+        }
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::field("limit", "must be between 1 and 100"));
+        }
+        Ok(Page { page, limit })
+    }
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.limit)
+    }
+
+    pub fn limit(&self) -> i64 {
+        i64::from(self.limit)
+    }
+
+    /// `{"success": true, "data": items, "pagination": {…}}`.
+    pub fn respond<T: Serialize>(&self, items: T, total: i64) -> Response {
+        let pages = if total == 0 {
+            0
+        } else {
+            (total + self.limit() - 1) / self.limit()
+        };
+        (
+            StatusCode::OK,
+            Json(json!({
+                "success": true,
+                "data": items,
+                "pagination": { "page": self.page, "limit": self.limit, "total": total, "pages": pages },
+            })),
+        )
+            .into_response()
+    }
+}
