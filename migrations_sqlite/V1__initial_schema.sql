@@ -102,10 +102,17 @@ BEGIN
     UPDATE agents SET total_runs = total_runs + 1 WHERE id = NEW.agent_id;
 END;
 
--- A completed run of d seconds costs round(d * 0.013, 2) tokens.
+-- A completed run of d seconds costs round(d * 0.013, 2) tokens, rounded half
+-- away from zero as PostgreSQL's numeric does. Computed in whole cents with
+-- integer arithmetic: d * 0.013 in floating point lands just below the half
+-- cent for d = 15, 35, 45, … and SQLite's round() then rounds down (newer
+-- SQLite versions do, 3.40 does not), so round() would give 0.19 for 15 s
+-- where the original gives 0.20, and differ between SQLite versions.
 CREATE TRIGGER calculate_tokens
 AFTER UPDATE OF status, duration_seconds ON agent_runs
 WHEN NEW.status = 'completed' AND NEW.duration_seconds > 0
 BEGIN
-    UPDATE agent_runs SET dograh_tokens = round(NEW.duration_seconds * 0.013, 2) WHERE id = NEW.id;
+    UPDATE agent_runs
+    SET dograh_tokens = (CAST(NEW.duration_seconds AS INTEGER) * 13 + 5) / 10 / 100.0
+    WHERE id = NEW.id;
 END;

@@ -102,7 +102,8 @@ END;
 -- A run that becomes completed adds to its owner's row for today (UTC).
 -- The tokens are computed from the duration here rather than read back from
 -- the row: the order in which SQLite fires triggers on the same event is not
--- defined, so calculate_tokens may not have run yet.
+-- defined, so calculate_tokens may not have run yet. Same cent arithmetic as
+-- calculate_tokens (see version 1).
 CREATE TRIGGER trigger_update_user_usage_tracking
 AFTER UPDATE OF status ON agent_runs
 WHEN NEW.status = 'completed' AND OLD.status IS NOT 'completed'
@@ -110,7 +111,7 @@ BEGIN
     INSERT INTO user_usage_tracking (user_id, date, total_tokens, total_calls, total_duration_seconds)
     SELECT a.user_id,
            strftime('%Y-%m-%d', 'now'),
-           CASE WHEN NEW.duration_seconds > 0 THEN round(NEW.duration_seconds * 0.013, 2)
+           CASE WHEN NEW.duration_seconds > 0 THEN (CAST(NEW.duration_seconds AS INTEGER) * 13 + 5) / 10 / 100.0
                 ELSE round(NEW.dograh_tokens, 2) END,
            1,
            NEW.duration_seconds
