@@ -69,6 +69,27 @@ pub struct Config {
     /// Read-only database connections serving reads.
     #[arg(long, env = "VOXFLOW_DB_READERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_readers: u16,
+
+    /// The server's own Groq key, used for tenants that saved none.
+    #[arg(long, env = "GROQ_API_KEY", hide_env_values = true)]
+    pub groq_api_key: Option<String>,
+
+    /// Where Groq's OpenAI-compatible API lives (a test or a proxy may stand in).
+    #[arg(
+        long,
+        env = "VOXFLOW_GROQ_BASE_URL",
+        default_value = "https://api.groq.com/openai/v1"
+    )]
+    pub groq_base_url: String,
+
+    /// How long one LLM reply may take, in seconds, before the call answers 502.
+    #[arg(long, env = "VOXFLOW_LLM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub llm_timeout_secs: u64,
+
+    /// A run with no activity for this many seconds is closed as failed
+    /// (disposition `abandoned`): its browser or its server went away.
+    #[arg(long, env = "VOXFLOW_RUN_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub run_idle_timeout_secs: u64,
 }
 
 impl Config {
@@ -86,6 +107,10 @@ impl Config {
             admin_password: None,
             session_ttl_hours: 168,
             db_readers: 4,
+            groq_api_key: None,
+            groq_base_url: "https://api.groq.com/openai/v1".into(),
+            llm_timeout_secs: 30,
+            run_idle_timeout_secs: 1800,
         }
     }
 }

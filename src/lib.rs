@@ -5,11 +5,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agents;
+pub mod api_keys;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod http;
+pub mod providers;
+pub mod service_config;
 pub mod tiers;
 
 use std::net::SocketAddr;
@@ -45,6 +50,8 @@ pub struct StartReport {
     /// Set when the first admin was created: its email, and its password when
     /// generated here (to be printed once, never logged).
     pub admin_created: Option<(String, Option<String>)>,
+    /// Runs the previous process left in progress, closed as abandoned.
+    pub abandoned_runs: usize,
 }
 
 /// Opens the database in `config`'s data folder and brings it to the latest
@@ -139,6 +146,17 @@ pub async fn start(
     let started = Instant::now();
     let (db, migrated) = open_and_migrate(&config).await?;
     let admin_created = ensure_first_admin(&db, &config).await?;
+    // Runs in progress belong to the process that ran before this one: no
+    // one will end them now.
+    let abandoned_runs = db
+        .write(|c| calls::sweep::close_idle_runs(c, 0).map_err(DbError::from))
+        .await?;
+    if abandoned_runs > 0 {
+        tracing::info!(
+            runs = abandoned_runs,
+            "closed runs left in progress before the restart"
+        );
+    }
     let listener = TcpListener::bind(config.http)
         .await
         .map_err(|source| StartError::Listen {
@@ -155,10 +173,14 @@ pub async fn start(
         started,
         login_throttle: Arc::default(),
     };
+    let sweeper = tokio::spawn(calls::sweep::run_periodically(
+        state.db.clone(),
+        state.config.run_idle_timeout_secs,
+    ));
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(
+        let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -168,13 +190,16 @@ pub async fn start(
                 _ = stop_signal => {}
             }
         })
-        .await
+        .await;
+        sweeper.abort();
+        served
     });
     Ok(Running {
         addr,
         report: StartReport {
             migrated,
             admin_created,
+            abandoned_runs,
         },
         shutdown: Some(tx),
         task,

@@ -41,6 +41,9 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .nest("/auth", crate::auth::routes::router())
         .nest("/admin", crate::admin::routes::router())
+        .nest("/agents", crate::agents::routes::router())
+        .nest("/calls", crate::calls::routes::router(&state.config))
+        .merge(crate::service_config::router())
         .fallback(api_not_found);
     Router::new()
         .route("/health", get(health))

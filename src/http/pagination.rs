@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 
@@ -40,19 +40,24 @@ impl Page {
         i64::from(self.limit)
     }
 
-    /// `{"success": true, "data": items, "pagination": {…}}`.
-    pub fn respond<T: Serialize>(&self, items: T, total: i64) -> Response {
+    /// The `pagination` member for `total` items.
+    pub fn pagination(&self, total: i64) -> Value {
         let pages = if total == 0 {
             0
         } else {
             (total + self.limit() - 1) / self.limit()
         };
+        json!({ "page": self.page, "limit": self.limit, "total": total, "pages": pages })
+    }
+
+    /// `{"success": true, "data": items, "pagination": {…}}`.
+    pub fn respond<T: Serialize>(&self, items: T, total: i64) -> Response {
         (
             StatusCode::OK,
             Json(json!({
                 "success": true,
                 "data": items,
-                "pagination": { "page": self.page, "limit": self.limit, "total": total, "pages": pages },
+                "pagination": self.pagination(total),
             })),
         )
             .into_response()

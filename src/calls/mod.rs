@@ -1,0 +1,20 @@
+//! Agent runs: web calls with an LLM, their transcripts, and the sweep that
+//! closes the runs nobody ended.
+
+pub mod routes;
+pub mod store;
+pub mod sweep;
+
+/// What a client may give as the outcome of a call it ends (`api.md`).
+pub const END_DISPOSITIONS: [&str; 7] = [
+    "user_hangup",
+    "agent_hangup",
+    "no_answer",
+    "busy",
+    "failed",
+    "voicemail",
+    "user_idle_max_duration_exceeded",
+];
+
+/// Set by the server on runs it closed for lack of activity.
+pub const ABANDONED: &str = "abandoned";

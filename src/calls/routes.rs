@@ -1,0 +1,493 @@
+//! `/api/calls/*` for web calls: start, message, end, and reading a run and
+//! its transcript. Every route finds the run through its agent's owner, so
+//! another tenant's run is a 404 like a missing one.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use rusqlite::{params, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::store::{self, OwnedRun, Run, RunKind, Turn};
+use super::END_DISPOSITIONS;
+use crate::admin::audit::{self, Entry};
+use crate::agents::{self, Agent};
+use crate::api_keys::{self, KeySource, Provider, ResolvedKey};
+use crate::auth::extract::CurrentUser;
+use crate::config::Config;
+use crate::db::DbError;
+use crate::http::error::{ok, ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiPath, ClientInfo};
+use crate::http::AppState;
+use crate::providers::llm::{self, ChatMessage, Target};
+use crate::service_config::{self, ServiceConfig, LLM_GROQ, LLM_OPENAI_COMPATIBLE};
+
+/// The longest message a caller may send in one turn.
+const MAX_MESSAGE_CHARS: usize = 4000;
+/// The most recent turns sent to the LLM with each message: enough for a
+/// phone-length conversation, bounded so a long one does not outgrow the
+/// model's context.
+const CONTEXT_TURNS: usize = 40;
+/// Turns one run may hold (greeting, messages and replies); a conversation
+/// that long is better ended and started afresh.
+const MAX_TURNS: usize = 400;
+
+/// The HTTP client for LLM calls and the time it allows.
+#[derive(Clone)]
+struct Llm {
+    client: reqwest::Client,
+    timeout_secs: u64,
+}
+
+pub fn router(config: &Config) -> Router<AppState> {
+    let llm = Llm {
+        client: llm::http_client(Duration::from_secs(config.llm_timeout_secs)),
+        timeout_secs: config.llm_timeout_secs,
+    };
+    Router::new()
+        .route("/web/start", post(web_start))
+        .route("/web/message", post(web_message))
+        .route("/web/end", post(web_end))
+        .route("/run/{id}", get(get_run))
+        .route("/transcript/{id}", get(get_transcript))
+        .layer(Extension(llm))
+}
+
+/// An id given in a JSON body: required, and a UUID (a 400 otherwise).
+fn body_id(field: &str, raw: Option<&str>) -> Result<String, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::field(field, "is required"))?;
+    Uuid::parse_str(raw.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::field(field, "must be a UUID"))
+}
+
+fn not_in_progress(run: &Run) -> ApiError {
+    ApiError::conflict(
+        "RUN_NOT_IN_PROGRESS",
+        format!("This run has already ended ({})", run.status),
+    )
+    .with("status", json!(run.status))
+}
+
+/// The opening line the agent speaks when the call starts.
+fn greeting(agent: &Agent) -> String {
+    format!("Hello! I'm {}. How can I help you today?", agent.name)
+}
+
+/// Where the tenant's LLM requests go, and with which key.
+struct LlmPlan {
+    provider: String,
+    base_url: String,
+    model: String,
+    key: Option<ResolvedKey>,
+}
+
+fn setup_required(message: &str) -> ApiError {
+    ApiError::bad_request("SETUP_REQUIRED", message)
+}
+
+/// Groq needs a key: the tenant's, else the server's. An openai_compatible
+/// server (an air-gapped install's own) may need none; it gets only the
+/// tenant's own key, never the server's, which must not travel to a URL a
+/// tenant chose.
+async fn plan_llm(
+    state: &AppState,
+    user_id: &str,
+    config: &ServiceConfig,
+) -> Result<LlmPlan, ApiError> {
+    let key = api_keys::resolve(state, user_id, Provider::Groq).await?;
+    match config.llm_provider.as_str() {
+        LLM_GROQ => {
+            let Some(key) = key else {
+                return Err(setup_required(
+                    "No LLM API key is configured: save a Groq key under API keys (or ask the administrator to set GROQ_API_KEY)",
+                ));
+            };
+            Ok(LlmPlan {
+                provider: LLM_GROQ.into(),
+                base_url: state.config.groq_base_url.clone(),
+                model: config.llm_model.clone(),
+                key: Some(key),
+            })
+        }
+        LLM_OPENAI_COMPATIBLE => {
+            let Some(base_url) = config.llm_base_url.clone() else {
+                return Err(setup_required(
+                    "The openai_compatible LLM has no base URL: set llm_base_url in the service configuration",
+                ));
+            };
+            Ok(LlmPlan {
+                provider: LLM_OPENAI_COMPATIBLE.into(),
+                base_url,
+                model: config.llm_model.clone(),
+                key: key.filter(|k| matches!(k.source, KeySource::User)),
+            })
+        }
+        other => Err(setup_required(&format!(
+            "The configured LLM provider {other:?} is not supported: choose groq or openai_compatible in the service configuration"
+        ))),
+    }
+}
+
+/// The 402 of a tenant whose month's tokens are spent.
+fn quota_exceeded(used: f64, quota: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "QUOTA_EXCEEDED",
+        format!(
+            "This month's tokens are used up ({used} of {quota}). Calls are possible again next month, or after an upgrade."
+        ),
+    )
+    .with(
+        "usage",
+        json!({ "tokens_used": used, "monthly_token_quota": quota, "tokens_remaining": 0 }),
+    )
+}
+
+/// `(tokens used this month, quota)` when nothing is left.
+fn spent_quota(conn: &rusqlite::Connection, user_id: &str) -> rusqlite::Result<Option<(f64, i64)>> {
+    let (used, quota, remaining): (f64, i64, f64) = conn.query_row(
+        "SELECT tokens_used_this_month, monthly_token_quota, tokens_remaining
+         FROM current_month_usage WHERE user_id = ?1",
+        [user_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok((remaining <= 0.0).then_some((used, quota)))
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    agent_id: Option<String>,
+}
+
+async fn web_start(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<StartBody>,
+) -> ApiResult<Response> {
+    let agent_id = body_id("agent_id", body.agent_id.as_deref())?;
+    let user_id = current.user.id;
+    // Refusals in the order a tenant can act on them: the agent, the
+    // quota, then the setup.
+    let config = {
+        let (user_id, agent_id) = (user_id.clone(), agent_id.clone());
+        state
+            .db
+            .read(move |c| {
+                if agents::owned_agent(c, &user_id, &agent_id)?.is_none() {
+                    return Err(ApiError::not_found("Agent"));
+                }
+                if let Some((used, quota)) = spent_quota(c, &user_id)? {
+                    return Err(quota_exceeded(used, quota));
+                }
+                Ok(service_config::load(c, &user_id)?)
+            })
+            .await?
+    };
+    plan_llm(&state, &user_id, &config).await?;
+
+    let (run_id, run_number, agent, greeting) = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Checked again: the agent may have gone, or a call ended and
+            // spent the quota, since the read above.
+            let Some(agent) = agents::owned_agent(&tx, &user_id, &agent_id)? else {
+                return Err(ApiError::not_found("Agent"));
+            };
+            if let Some((used, quota)) = spent_quota(&tx, &user_id)? {
+                return Err(quota_exceeded(used, quota));
+            }
+            let (run_id, run_number, created_at) =
+                store::insert_run(&tx, RunKind::Web, &agent.id, "WEB_CALL", None)?;
+            let greeting = greeting(&agent);
+            store::save_transcript(
+                &tx,
+                &run_id,
+                &[Turn {
+                    role: "assistant".into(),
+                    content: greeting.clone(),
+                    at: created_at,
+                }],
+            )?;
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &user_id,
+                    action: "start_web_call",
+                    target_user_id: Some(&user_id),
+                    resource_type: Some("agent_run"),
+                    resource_id: Some(&run_id),
+                    details: json!({ "run_number": run_number, "agent_id": agent.id, "agent_name": agent.name }),
+                    client: &client,
+                },
+            )?;
+            tx.commit()?;
+            Ok::<_, ApiError>((run_id, run_number, agent, greeting))
+        })
+        .await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "run_id": run_id, "run_number": run_number, "agent": agent, "greeting": greeting }),
+    ))
+}
+
+/// First-edition clients also send `conversation_history`; it is ignored:
+/// the server's transcript is what counts, so a client cannot put words in
+/// the agent's mouth.
+#[derive(Deserialize)]
+struct MessageBody {
+    run_id: Option<String>,
+    message: Option<String>,
+}
+
+/// The run for a message or an end: the caller's (404) and in progress (409).
+fn live_run(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    run_id: &str,
+) -> Result<OwnedRun, ApiError> {
+    let Some(found) = store::owned_run(conn, user_id, run_id)? else {
+        return Err(ApiError::not_found("Run"));
+    };
+    if found.run.status != "in_progress" {
+        return Err(not_in_progress(&found.run));
+    }
+    Ok(found)
+}
+
+async fn web_message(
+    State(state): State<AppState>,
+    Extension(llm_http): Extension<Llm>,
+    current: CurrentUser,
+    ApiJson(body): ApiJson<MessageBody>,
+) -> ApiResult<Response> {
+    let run_id = body_id("run_id", body.run_id.as_deref())?;
+    let message = body.message.as_deref().map(str::trim).unwrap_or_default();
+    if message.is_empty() {
+        return Err(ApiError::field("message", "is required"));
+    }
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::field(
+            "message",
+            format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+        ));
+    }
+    let message = message.to_string();
+    let user_id = current.user.id;
+
+    let (found, prompt, config, said_at) = {
+        let (user_id, run_id) = (user_id.clone(), run_id.clone());
+        state
+            .db
+            .read(move |c| {
+                let found = live_run(c, &user_id, &run_id)?;
+                if found.transcript.len() + 2 > MAX_TURNS {
+                    return Err(ApiError::conflict(
+                        "CONVERSATION_TOO_LONG",
+                        format!(
+                            "This call has reached {MAX_TURNS} turns; end it and start a new one"
+                        ),
+                    ));
+                }
+                let prompt: String = c.query_row(
+                    "SELECT description FROM agents WHERE id = ?1",
+                    [&found.run.agent_id],
+                    |r| r.get(0),
+                )?;
+                let config = service_config::load(c, &user_id)?;
+                Ok::<_, ApiError>((found, prompt, config, store::now(c)?))
+            })
+            .await?
+    };
+    let plan = plan_llm(&state, &user_id, &config).await?;
+
+    let mut messages = vec![ChatMessage {
+        role: "system".into(),
+        content: prompt,
+    }];
+    let recent = found.transcript.len().saturating_sub(CONTEXT_TURNS);
+    messages.extend(found.transcript[recent..].iter().map(|t| ChatMessage {
+        role: t.role.clone(),
+        content: t.content.clone(),
+    }));
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: message.clone(),
+    });
+    let target = Target {
+        provider: &plan.provider,
+        base_url: &plan.base_url,
+        api_key: plan.key.as_ref().map(|k| k.secret.as_str()),
+        model: &plan.model,
+    };
+    // A failure leaves the run as it was: in progress, without this
+    // message, so the client may simply send it again.
+    let reply = llm::chat(&llm_http.client, &target, &messages, llm_http.timeout_secs)
+        .await
+        .map_err(|e| {
+            tracing::warn!(run_id = %run_id, provider = %plan.provider, error = %e, "LLM request failed");
+            e.into_api_error(&plan.provider)
+        })?;
+    if plan
+        .key
+        .as_ref()
+        .is_some_and(|k| matches!(k.source, KeySource::User))
+    {
+        api_keys::mark_used(&state, &user_id, Provider::Groq).await?;
+    }
+
+    let response = reply.clone();
+    state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Read again under the write lock: the run may have ended, or
+            // another message landed, while the LLM was thinking.
+            let mut turns = live_run(&tx, &user_id, &run_id)?.transcript;
+            let replied_at = store::now(&tx)?;
+            turns.push(Turn {
+                role: "user".into(),
+                content: message,
+                at: said_at,
+            });
+            turns.push(Turn {
+                role: "assistant".into(),
+                content: reply,
+                at: replied_at,
+            });
+            store::save_transcript(&tx, &run_id, &turns)?;
+            tx.commit()?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, json!({ "response": response })))
+}
+
+/// `conversation_history` is ignored here too: the stored transcript is
+/// the record.
+#[derive(Deserialize)]
+struct EndBody {
+    run_id: Option<String>,
+    disposition: Option<String>,
+}
+
+/// A run with its agent's name and its transcript.
+#[derive(Serialize)]
+struct RunDetail {
+    #[serde(flatten)]
+    run: Run,
+    agent_name: String,
+    transcript: Vec<Turn>,
+}
+
+impl From<OwnedRun> for RunDetail {
+    fn from(o: OwnedRun) -> Self {
+        RunDetail {
+            run: o.run,
+            agent_name: o.agent_name,
+            transcript: o.transcript,
+        }
+    }
+}
+
+async fn web_end(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<EndBody>,
+) -> ApiResult<Response> {
+    let run_id = body_id("run_id", body.run_id.as_deref())?;
+    let disposition = match body.disposition.as_deref().map(str::trim) {
+        None | Some("") => "user_hangup".to_string(),
+        Some(d) if END_DISPOSITIONS.contains(&d) => d.to_string(),
+        Some(_) => {
+            return Err(ApiError::field(
+                "disposition",
+                format!("must be one of: {}", END_DISPOSITIONS.join(", ")),
+            ))
+        }
+    };
+    let user_id = current.user.id;
+    let ended = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            live_run(&tx, &user_id, &run_id)?;
+            // The server's clock measures the call, to the whole second
+            // (rounded to the millisecond first, so 1.9999999 s is 2 s).
+            // Setting the status to completed in an UPDATE fires the
+            // triggers: tokens, the agent's total_runs, the daily usage.
+            tx.execute(
+                "UPDATE agent_runs
+                 SET duration_seconds = max(0, CAST(round((julianday('now') - julianday(created_at)) * 86400000) AS INTEGER) / 1000),
+                     disposition = ?2,
+                     completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                     last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                     status = 'completed'
+                 WHERE id = ?1 AND status = 'in_progress'",
+                params![run_id, disposition],
+            )?;
+            let Some(done) = store::owned_run(&tx, &user_id, &run_id)? else {
+                return Err(ApiError::not_found("Run"));
+            };
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &user_id,
+                    action: "end_web_call",
+                    target_user_id: Some(&user_id),
+                    resource_type: Some("agent_run"),
+                    resource_id: Some(&run_id),
+                    details: json!({
+                        "run_number": done.run.run_number,
+                        "duration_seconds": done.run.duration_seconds,
+                        "groq_tokens": done.run.groq_tokens,
+                        "disposition": done.run.disposition,
+                    }),
+                    client: &client,
+                },
+            )?;
+            tx.commit()?;
+            Ok::<_, ApiError>(RunDetail::from(done))
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, ended))
+}
+
+async fn read_owned_run(state: &AppState, user_id: String, id: Uuid) -> ApiResult<OwnedRun> {
+    let id = id.to_string();
+    state
+        .db
+        .read(move |c| store::owned_run(c, &user_id, &id).map_err(DbError::from))
+        .await?
+        .ok_or_else(|| ApiError::not_found("Run"))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let found = read_owned_run(&state, current.user.id, id).await?;
+    Ok(ok(StatusCode::OK, RunDetail::from(found)))
+}
+
+async fn get_transcript(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let found = read_owned_run(&state, current.user.id, id).await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "run_id": found.run.id, "transcript": found.transcript }),
+    ))
+}

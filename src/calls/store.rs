@@ -1,0 +1,195 @@
+//! SQL over `agent_runs`: the run as the API shows it, run numbers and
+//! transcripts.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub run_number: String,
+    pub agent_id: String,
+    pub campaign_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub phone_number: Option<String>,
+    pub status: String,
+    pub disposition: Option<String>,
+    pub duration_seconds: i64,
+    pub groq_tokens: f64,
+    pub recording_url: Option<String>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+    pub last_activity_at: Option<String>,
+}
+
+/// The columns `run_from_row` reads, in order, from `agent_runs r`.
+pub const RUN_COLUMNS: &str =
+    "r.id, r.run_number, r.agent_id, r.campaign_id, r.type, r.phone_number, \
+     r.status, r.disposition, r.duration_seconds, r.groq_tokens, r.recording_url, r.created_at, \
+     r.completed_at, r.last_activity_at";
+
+pub fn run_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get(at)?,
+        run_number: r.get(at + 1)?,
+        agent_id: r.get(at + 2)?,
+        campaign_id: r.get(at + 3)?,
+        kind: r.get(at + 4)?,
+        phone_number: r.get(at + 5)?,
+        status: r.get(at + 6)?,
+        disposition: r.get(at + 7)?,
+        duration_seconds: r.get(at + 8)?,
+        groq_tokens: r.get(at + 9)?,
+        recording_url: r.get(at + 10)?,
+        created_at: r.get(at + 11)?,
+        completed_at: r.get(at + 12)?,
+        last_activity_at: r.get(at + 13)?,
+    })
+}
+
+/// One turn of a conversation as stored in `transcript_text` (a JSON array).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    /// When it was said, RFC 3339 UTC.
+    pub at: String,
+}
+
+/// The stored transcript. A run that has none, or a first-edition run whose
+/// `transcript_text` is free text, reads as no turns rather than an error.
+pub fn parse_transcript(text: Option<&str>) -> Vec<Turn> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+/// A run with the facts every run route needs: its owner, its agent's name
+/// and its transcript.
+pub struct OwnedRun {
+    pub run: Run,
+    pub agent_name: String,
+    pub transcript: Vec<Turn>,
+}
+
+/// The run when its agent belongs to `user_id`; another tenant's is `None`.
+pub fn owned_run(
+    conn: &Connection,
+    user_id: &str,
+    run_id: &str,
+) -> rusqlite::Result<Option<OwnedRun>> {
+    conn.query_row(
+        &format!(
+            "SELECT {RUN_COLUMNS}, a.name, r.transcript_text
+             FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+             WHERE r.id = ?1 AND a.user_id = ?2"
+        ),
+        [run_id, user_id],
+        |r| {
+            Ok(OwnedRun {
+                run: run_from_row(r, 0)?,
+                agent_name: r.get(14)?,
+                transcript: parse_transcript(r.get::<_, Option<String>>(15)?.as_deref()),
+            })
+        },
+    )
+    .optional()
+}
+
+/// Kinds of run number: `WR-WEB-000123`, `WR-TEL-000123`.
+#[derive(Debug, Clone, Copy)]
+pub enum RunKind {
+    Web,
+    Phone,
+}
+
+impl RunKind {
+    fn code(self) -> &'static str {
+        match self {
+            RunKind::Web => "WEB",
+            RunKind::Phone => "TEL",
+        }
+    }
+}
+
+/// Inserts a run of `agent_id` with the next free run number of its kind and
+/// returns `(id, run_number, created_at)`. Call it inside the write
+/// transaction: the counter and the insert commit together, and a number
+/// taken by a run imported from elsewhere is skipped.
+pub fn insert_run(
+    conn: &Connection,
+    kind: RunKind,
+    agent_id: &str,
+    run_type: &str,
+    phone_number: Option<&str>,
+) -> rusqlite::Result<(String, String, String)> {
+    // Every attempt consumes a number, so this ends; the bound only guards
+    // against a counter and a table out of step by more than anyone imports.
+    const ATTEMPTS: usize = 10_000;
+    let mut last_err = None;
+    for _ in 0..ATTEMPTS {
+        let n: i64 = conn.query_row(
+            "INSERT INTO run_number_counters (kind, last_value) VALUES (?1, 1)
+             ON CONFLICT (kind) DO UPDATE SET last_value = last_value + 1
+             RETURNING last_value",
+            [kind.code()],
+            |r| r.get(0),
+        )?;
+        let number = format!("WR-{}-{n:06}", kind.code());
+        let inserted = conn.query_row(
+            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at)
+             VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             RETURNING id, created_at",
+            params![number, agent_id, run_type, phone_number],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        );
+        match inserted {
+            Ok((id, created_at)) => return Ok((id, number, created_at)),
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    && msg.as_deref().is_some_and(|m| m.contains("run_number")) =>
+            {
+                last_err = Some(rusqlite::Error::SqliteFailure(e, msg));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or(rusqlite::Error::QueryReturnedNoRows))
+}
+
+/// Replaces the stored transcript and marks the run active now.
+pub fn save_transcript(conn: &Connection, run_id: &str, turns: &[Turn]) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(turns)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.execute(
+        "UPDATE agent_runs SET transcript_text = ?2,
+                last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1",
+        params![run_id, text],
+    )?;
+    Ok(())
+}
+
+/// The database clock, RFC 3339 UTC with milliseconds, as every stored
+/// timestamp.
+pub fn now(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+        r.get(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_that_are_not_ours_read_as_empty() {
+        assert!(parse_transcript(None).is_empty());
+        assert!(parse_transcript(Some("Agent: hello\nUser: hi")).is_empty());
+        let t = parse_transcript(Some(
+            r#"[{"role":"user","content":"hi","at":"2025-01-01T00:00:00.000Z"}]"#,
+        ));
+        assert_eq!(t[0].content, "hi");
+    }
+}

@@ -1,0 +1,3 @@
+//! Clients for the outside services a call talks to.
+
+pub mod llm;
