@@ -13,7 +13,8 @@ use crate::db::{Db, DbError};
 /// Closes every run whose last activity is at least `idle_secs` old;
 /// `0` closes every run in progress (at startup: they belong to the previous
 /// process). Returns how many were closed. The duration recorded is the time
-/// from the start to the last activity.
+/// from the start to the last activity, in whole seconds (rounded to the
+/// millisecond first: julianday differences are a hair off).
 pub fn close_idle_runs(conn: &Connection, idle_secs: u64) -> rusqlite::Result<usize> {
     let idle = i64::try_from(idle_secs).unwrap_or(i64::MAX);
     conn.execute(
@@ -21,9 +22,9 @@ pub fn close_idle_runs(conn: &Connection, idle_secs: u64) -> rusqlite::Result<us
          SET status = 'failed',
              disposition = ?2,
              completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             duration_seconds = max(0, CAST(
-                 (julianday(coalesce(last_activity_at, created_at)) - julianday(created_at)) * 86400
-                 AS INTEGER))
+             duration_seconds = max(0, CAST(round(
+                 (julianday(coalesce(last_activity_at, created_at)) - julianday(created_at)) * 86400000
+                 ) AS INTEGER) / 1000)
          WHERE status = 'in_progress'
            AND (julianday('now') - julianday(coalesce(last_activity_at, created_at))) * 86400 >= ?1",
         rusqlite::params![idle, ABANDONED],
@@ -41,6 +42,8 @@ pub fn period(idle_secs: u64) -> Duration {
 pub async fn run_periodically(db: Db, idle_secs: u64) {
     let mut ticks = tokio::time::interval(period(idle_secs));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and startup has just swept.
+    ticks.tick().await;
     loop {
         ticks.tick().await;
         let closed = db

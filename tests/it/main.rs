@@ -1,3 +1,5 @@
+mod agents;
+mod calls;
 mod cli;
 mod common;
 mod schema;
