@@ -1,3 +1,5 @@
+mod auth;
 mod cli;
 mod common;
+mod durability;
 mod schema;
