@@ -721,3 +721,66 @@ async fn admin_commands_create_and_reset_accounts() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_a_user_ends_its_sessions_and_is_audited() {
+    let app = TestApp::start().await;
+    let admin = admin_token(&app).await;
+    let (user, user_id) = register(&app, "gone@example.com").await;
+    let (_, other_admin) = register(&app, "second-admin@example.com").await;
+    let res = app
+        .client
+        .put(app.url(&format!("/api/admin/users/{other_admin}/limits")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let del = |id: String| {
+        let req = app
+            .client
+            .delete(app.url(&format!("/api/admin/users/{id}")))
+            .bearer_auth(&admin);
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        del(other_admin.clone()).await,
+        StatusCode::FORBIDDEN,
+        "not another admin"
+    );
+    let (_, me) = get(&app, "/api/auth/me", Some(&admin)).await;
+    assert_eq!(
+        del(me["data"]["id"].as_str().unwrap().to_string()).await,
+        StatusCode::BAD_REQUEST,
+        "not yourself"
+    );
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/admin/users/{user_id}")))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "users cannot delete");
+
+    assert_eq!(del(user_id.clone()).await, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/api/auth/me", Some(&user)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(del(user_id.clone()).await, StatusCode::NOT_FOUND);
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let (sessions, audit): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM sessions WHERE user_id = ?1),
+                    (SELECT details FROM admin_audit_logs WHERE action = 'delete_user' AND target_resource_id = ?1)",
+            [&user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(sessions, 0);
+    assert!(audit.contains("gone@example.com"), "{audit}");
+    app.stop().await;
+}
