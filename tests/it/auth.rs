@@ -10,14 +10,19 @@ use crate::common::{spawn_serve, voxflow_cmd, TestApp, ADMIN_EMAIL, ADMIN_PASSWO
 
 pub const PASSWORD: &str = "Corr3ct-Horse";
 
-/// POSTs JSON and returns the status and the parsed body.
-pub async fn post(
+/// Sends a request (JSON body when given, bearer token when given) and
+/// returns the status and the parsed body (`null` when not JSON).
+pub async fn call(
     app: &TestApp,
+    method: reqwest::Method,
     path: &str,
     token: Option<&str>,
-    body: Value,
+    body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = app.client.post(app.url(path)).json(&body);
+    let mut req = app.client.request(method, app.url(path));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -26,14 +31,30 @@ pub async fn post(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+pub async fn post(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    call(app, reqwest::Method::POST, path, token, Some(body)).await
+}
+
+pub async fn put(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    call(app, reqwest::Method::PUT, path, token, Some(body)).await
+}
+
 pub async fn get(app: &TestApp, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = app.client.get(app.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call(app, reqwest::Method::GET, path, token, None).await
+}
+
+pub async fn delete(app: &TestApp, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    call(app, reqwest::Method::DELETE, path, token, None).await
 }
 
 /// Registers `email` with `PASSWORD`; returns (token, user id).
@@ -364,27 +385,26 @@ async fn roles_and_deactivation_act_on_the_next_request() {
     let (status, body) = get(&app, "/api/admin/users", Some(&user)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
-    let res = app
-        .client
-        .put(app.url(&format!("/api/admin/users/{user_id}/limits")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "admin"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    let (status, _) = put(
+        &app,
+        &format!("/api/admin/users/{user_id}/limits"),
+        Some(&admin),
+        json!({"role": "admin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
         get(&app, "/api/admin/users", Some(&user)).await.0,
         StatusCode::OK,
         "promotion acts at once"
     );
-    app.client
-        .put(app.url(&format!("/api/admin/users/{user_id}/limits")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "user"}))
-        .send()
-        .await
-        .unwrap();
+    put(
+        &app,
+        &format!("/api/admin/users/{user_id}/limits"),
+        Some(&admin),
+        json!({"role": "user"}),
+    )
+    .await;
     assert_eq!(
         get(&app, "/api/admin/users", Some(&user)).await.0,
         StatusCode::FORBIDDEN,
@@ -452,15 +472,14 @@ async fn admins_cannot_lock_themselves_out() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let res = app
-        .client
-        .put(app.url(&format!("/api/admin/users/{id}/limits")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "user"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = put(
+        &app,
+        &format!("/api/admin/users/{id}/limits"),
+        Some(&admin),
+        json!({"role": "user"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) = post(
         &app,
         "/api/admin/users/not-a-uuid/toggle-status",
@@ -728,49 +747,41 @@ async fn deleting_a_user_ends_its_sessions_and_is_audited() {
     let admin = admin_token(&app).await;
     let (user, user_id) = register(&app, "gone@example.com").await;
     let (_, other_admin) = register(&app, "second-admin@example.com").await;
-    let res = app
-        .client
-        .put(app.url(&format!("/api/admin/users/{other_admin}/limits")))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "admin"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    let (status, _) = put(
+        &app,
+        &format!("/api/admin/users/{other_admin}/limits"),
+        Some(&admin),
+        json!({"role": "admin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
 
-    let del = |id: String| {
-        let req = app
-            .client
-            .delete(app.url(&format!("/api/admin/users/{id}")))
-            .bearer_auth(&admin);
-        async move { req.send().await.unwrap().status() }
-    };
-    assert_eq!(
-        del(other_admin.clone()).await,
-        StatusCode::FORBIDDEN,
-        "not another admin"
-    );
+    let path = |id: &str| format!("/api/admin/users/{id}");
+    let (status, _) = delete(&app, &path(&other_admin), Some(&admin)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not another admin");
     let (_, me) = get(&app, "/api/auth/me", Some(&admin)).await;
-    assert_eq!(
-        del(me["data"]["id"].as_str().unwrap().to_string()).await,
-        StatusCode::BAD_REQUEST,
-        "not yourself"
-    );
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/admin/users/{user_id}")))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN, "users cannot delete");
+    let (status, _) = delete(
+        &app,
+        &path(me["data"]["id"].as_str().unwrap()),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not yourself");
+    let (status, _) = delete(&app, &path(&user_id), Some(&user)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "users cannot delete");
 
-    assert_eq!(del(user_id.clone()).await, StatusCode::OK);
+    assert_eq!(
+        delete(&app, &path(&user_id), Some(&admin)).await.0,
+        StatusCode::OK
+    );
     assert_eq!(
         get(&app, "/api/auth/me", Some(&user)).await.0,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(del(user_id.clone()).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        delete(&app, &path(&user_id), Some(&admin)).await.0,
+        StatusCode::NOT_FOUND
+    );
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
     let (sessions, audit): (i64, String) = conn
         .query_row(
