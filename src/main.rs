@@ -137,7 +137,7 @@ fn serve(config: Config) -> Result<ExitCode, CliError> {
         .build()?;
     runtime.block_on(async move {
         let data_dir = config.data.data_dir.clone();
-        let running = voxflow::start(config, shutdown_signal()).await?;
+        let running = voxflow::start(config, shutdown_signal()?).await?;
         let report = &running.report;
         if let Some(path) = &report.migrated.backup {
             println!("Backup written before migrating: {}", path.display());
@@ -161,26 +161,31 @@ fn serve(config: Config) -> Result<ExitCode, CliError> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed here, before the
+/// server starts listening: a signal that arrives between "listening" and the
+/// first poll of a lazily installed handler would otherwise kill the process
+/// without a graceful stop.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+            tracing::info!("shutting down: finishing requests in flight");
+        })
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    #[cfg(not(unix))]
+    {
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+    }
 }
 
 fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliError> {

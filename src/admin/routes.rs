@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use rusqlite::{
     params_from_iter, types::Value as SqlValue, OptionalExtension, TransactionBehavior,
@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(list_users))
         .route("/users/{id}/limits", put(update_limits))
         .route("/users/{id}/toggle-status", post(toggle_status))
+        .route("/users/{id}", delete(delete_user))
 }
 
 #[derive(Deserialize)]
@@ -306,4 +307,56 @@ async fn toggle_status(
         })
         .await?;
     Ok(ok(StatusCode::OK, user))
+}
+
+/// Deletes an account and, through the foreign keys, everything it owns
+/// (agents, runs, keys, sessions). Not yourself, not another admin: an admin
+/// is demoted first, which leaves a trail in the audit log.
+async fn delete_user(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    if id == admin.user.id {
+        return Err(ApiError::bad_request(
+            "SELF_ACTION",
+            "You cannot delete your own account",
+        ));
+    }
+    let admin_id = admin.user.id.clone();
+    state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(user) = store::user_by_id(&tx, &id)? else {
+                return Err(ApiError::not_found("User"));
+            };
+            if user.role == "admin" {
+                return Err(ApiError::forbidden(
+                    "CANNOT_DELETE_ADMIN",
+                    "Admins cannot be deleted; change the role first",
+                ));
+            }
+            // The audit row names the user before the row goes: the foreign
+            // key then sets target_user_id to NULL, the details keep who it was.
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &admin_id,
+                    action: "delete_user",
+                    target_user_id: Some(&id),
+                    resource_type: Some("user"),
+                    resource_id: Some(&id),
+                    details: json!({ "email": user.email, "subscription_tier": user.subscription_tier }),
+                    client: &client,
+                },
+            )?;
+            tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, json!({ "message": "User deleted" })))
 }

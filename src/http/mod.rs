@@ -114,20 +114,23 @@ async fn database_answers(db: &Db) -> bool {
 
 async fn health(State(s): State<AppState>) -> Response {
     let db_ok = database_answers(&s.db).await;
-    let status = if db_ok {
-        StatusCode::OK
+    let body = json!({
+        "status": if db_ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "database": if db_ok { "ok" } else { "unavailable" },
+    });
+    if db_ok {
+        ok(StatusCode::OK, body)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    ok(
-        status,
-        json!({
-            "status": if db_ok { "ok" } else { "degraded" },
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": s.started.elapsed().as_secs(),
-            "database": if db_ok { "ok" } else { "unavailable" },
-        }),
-    )
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            "The database does not answer",
+        )
+        .with("data", body)
+        .into_response()
+    }
 }
 
 async fn liveness() -> Response {

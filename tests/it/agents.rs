@@ -5,9 +5,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::auth::{call, get, post, register};
 use crate::common::TestApp;
-
-pub const PASSWORD: &str = "Tenant-Passw0rd";
 
 /// A tenant: its session token and user id.
 pub struct Tenant {
@@ -16,52 +15,9 @@ pub struct Tenant {
 }
 
 /// Registers `email` (a free account) and returns its session.
-pub async fn register(app: &TestApp, email: &str) -> Tenant {
-    let (status, body) = call(
-        app,
-        Method::POST,
-        "/api/auth/register",
-        None,
-        Some(json!({ "email": email, "password": PASSWORD })),
-    )
-    .await;
-    assert_eq!(status, 201, "register {email}: {body}");
-    Tenant {
-        token: body["data"]["token"].as_str().unwrap().to_string(),
-        id: body["data"]["user"]["id"].as_str().unwrap().to_string(),
-    }
-}
-
-/// Sends a request (JSON body when given) and returns the status and the
-/// JSON answer.
-pub async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    who: Option<&Tenant>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app.client.request(method, app.url(path));
-    if let Some(t) = who {
-        req = req.bearer_auth(&t.token);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status().as_u16();
-    let text = res.text().await.expect("body");
-    let json =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
-    (status, json)
-}
-
-pub async fn get(app: &TestApp, path: &str, who: &Tenant) -> (u16, Value) {
-    call(app, Method::GET, path, Some(who), None).await
-}
-
-pub async fn post(app: &TestApp, path: &str, who: &Tenant, body: Value) -> (u16, Value) {
-    call(app, Method::POST, path, Some(who), Some(body)).await
+pub async fn tenant(app: &TestApp, email: &str) -> Tenant {
+    let (token, id) = register(app, email).await;
+    Tenant { token, id }
 }
 
 pub const PROMPT: &str = "You are Vera, the front desk of Acme Dental. Book, move and cancel appointments; be brief and friendly.";
@@ -71,7 +27,7 @@ pub async fn create_agent(app: &TestApp, who: &Tenant, name: &str) -> String {
     let (status, body) = post(
         app,
         "/api/agents",
-        who,
+        Some(&who.token),
         json!({ "name": name, "type": "INBOUND", "use_case": "appointments", "description": PROMPT }),
     )
     .await;
@@ -99,13 +55,13 @@ fn field_names(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn agents_are_validated_created_listed_updated_and_deleted() {
     let app = TestApp::start().await;
-    let t = register(&app, "owner@example.com").await;
+    let t = tenant(&app, "owner@example.com").await;
 
     // Every bad field is named at once.
     let (status, body) = post(
         &app,
         "/api/agents",
-        &t,
+        Some(&t.token),
         json!({ "name": "   ", "type": "SIDEWAYS", "description": "too short" }),
     )
     .await;
@@ -118,7 +74,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
     let (status, body) = post(
         &app,
         "/api/agents",
-        &t,
+        Some(&t.token),
         json!({ "name": "Bell\u{7}", "type": "INBOUND", "use_case": "x", "description": "Ten chars and a NUL \u{0}" }),
     )
     .await;
@@ -127,7 +83,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
     let (status, body) = post(
         &app,
         "/api/agents",
-        &t,
+        Some(&t.token),
         json!({ "name": "x".repeat(256), "type": "INBOUND", "use_case": "x", "description": "d".repeat(5001) }),
     )
     .await;
@@ -138,7 +94,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
     let (status, body) = post(
         &app,
         "/api/agents",
-        &t,
+        Some(&t.token),
         json!({ "name": "  Front desk ", "type": "inbound", "use_case": " appointments ",
                 "description": "  Book visits.\r\n\tBe brief and kind.  " }),
     )
@@ -164,7 +120,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
     let (status, body) = post(
         &app,
         "/api/agents",
-        &t,
+        Some(&t.token),
         json!({ "name": "Reminder 100%", "type": "OUTBOUND", "use_case": "Payment_reminders",
                 "description": "Remind customers of unpaid invoices." }),
     )
@@ -177,7 +133,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
     let second = body["data"]["id"].as_str().unwrap().to_string();
 
     // Listing: newest first, paginated, filtered, searched.
-    let (status, body) = get(&app, "/api/agents", &t).await;
+    let (status, body) = get(&app, "/api/agents", Some(&t.token)).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"][0]["id"], second.as_str());
     assert_eq!(body["data"][1]["id"], first.as_str());
@@ -185,7 +141,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
         body["pagination"],
         json!({ "page": 1, "limit": 20, "total": 2, "pages": 1 })
     );
-    let (_, body) = get(&app, "/api/agents?limit=1&page=2", &t).await;
+    let (_, body) = get(&app, "/api/agents?limit=1&page=2", Some(&t.token)).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     assert_eq!(body["data"][0]["id"], first.as_str());
     assert_eq!(body["pagination"]["pages"], 2);
@@ -197,32 +153,32 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
             .map(|a| a["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, body) = get(&app, "/api/agents?type=OUTBOUND", &t).await;
+    let (_, body) = get(&app, "/api/agents?type=OUTBOUND", Some(&t.token)).await;
     assert_eq!(ids(&body), [second.as_str()]);
-    let (_, body) = get(&app, "/api/agents?search=APPOINT", &t).await;
+    let (_, body) = get(&app, "/api/agents?search=APPOINT", Some(&t.token)).await;
     assert_eq!(ids(&body), [first.as_str()]);
-    let (_, body) = get(&app, "/api/agents?search=desk", &t).await;
+    let (_, body) = get(&app, "/api/agents?search=desk", Some(&t.token)).await;
     assert_eq!(ids(&body), [first.as_str()]);
     // Wildcards are literal: % matches only the name holding a %, _ only
     // the use case holding an _.
-    let (_, body) = get(&app, "/api/agents?search=%25", &t).await;
+    let (_, body) = get(&app, "/api/agents?search=%25", Some(&t.token)).await;
     assert_eq!(ids(&body), [second.as_str()]);
-    let (_, body) = get(&app, "/api/agents?search=_", &t).await;
+    let (_, body) = get(&app, "/api/agents?search=_", Some(&t.token)).await;
     assert_eq!(ids(&body), [second.as_str()]);
-    let (status, _) = get(&app, "/api/agents?type=SIDEWAYS", &t).await;
+    let (status, _) = get(&app, "/api/agents?type=SIDEWAYS", Some(&t.token)).await;
     assert_eq!(status, 400);
-    let (status, _) = get(&app, "/api/agents?limit=101", &t).await;
+    let (status, _) = get(&app, "/api/agents?limit=101", Some(&t.token)).await;
     assert_eq!(status, 400);
 
     // One agent; a partial update; a bad update changes nothing.
-    let (status, body) = get(&app, &format!("/api/agents/{first}"), &t).await;
+    let (status, body) = get(&app, &format!("/api/agents/{first}"), Some(&t.token)).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["name"], "Front desk");
     let (status, body) = call(
         &app,
         Method::PUT,
         &format!("/api/agents/{first}"),
-        Some(&t),
+        Some(&t.token),
         Some(json!({ "name": "Reception", "type": "OUTBOUND" })),
     )
     .await;
@@ -234,7 +190,7 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
         &app,
         Method::PUT,
         &format!("/api/agents/{first}"),
-        Some(&t),
+        Some(&t.token),
         Some(json!({ "name": "Fine", "description": "short" })),
     )
     .await;
@@ -244,12 +200,12 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
         &app,
         Method::PUT,
         &format!("/api/agents/{first}"),
-        Some(&t),
+        Some(&t.token),
         Some(json!({})),
     )
     .await;
     assert_eq!(status, 400);
-    let (_, body) = get(&app, &format!("/api/agents/{first}"), &t).await;
+    let (_, body) = get(&app, &format!("/api/agents/{first}"), Some(&t.token)).await;
     assert_eq!(body["data"]["name"], "Reception");
 
     // Deleted: gone, and its slot free again.
@@ -257,15 +213,15 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
         &app,
         Method::DELETE,
         &format!("/api/agents/{first}"),
-        Some(&t),
+        Some(&t.token),
         None,
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = get(&app, &format!("/api/agents/{first}"), &t).await;
+    let (status, body) = get(&app, &format!("/api/agents/{first}"), Some(&t.token)).await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "NOT_FOUND");
-    let (_, body) = get(&app, "/api/agents", &t).await;
+    let (_, body) = get(&app, "/api/agents", Some(&t.token)).await;
     assert_eq!(ids(&body), [second.as_str()]);
 
     // Each change is in the audit log, by and about the tenant.
@@ -295,13 +251,13 @@ async fn agents_are_validated_created_listed_updated_and_deleted() {
 #[tokio::test]
 async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
     let app = TestApp::start().await;
-    let t = register(&app, "free@example.com").await;
+    let t = tenant(&app, "free@example.com").await;
     create_agent(&app, &t, "One").await;
     create_agent(&app, &t, "Two").await;
 
     let third =
         json!({ "name": "Three", "type": "OUTBOUND", "use_case": "sales", "description": PROMPT });
-    let (status, body) = post(&app, "/api/agents", &t, third.clone()).await;
+    let (status, body) = post(&app, "/api/agents", Some(&t.token), third.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["success"], false);
     assert_eq!(body["code"], "AGENT_LIMIT_REACHED");
@@ -317,7 +273,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
     assert_eq!(body["upgrade"]["suggested_tier"], "pro");
     assert_eq!(body["upgrade"]["max_agents"], 10);
     assert_eq!(body["upgrade"]["monthly_price"], 29);
-    let (_, list) = get(&app, "/api/agents", &t).await;
+    let (_, list) = get(&app, "/api/agents", Some(&t.token)).await;
     assert_eq!(list["pagination"]["total"], 2, "nothing was inserted");
 
     // The counts are the real ones: an admin lowered the limit below what
@@ -328,7 +284,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
             [&t.id],
         )
         .unwrap();
-    let (status, body) = post(&app, "/api/agents", &t, third.clone()).await;
+    let (status, body) = post(&app, "/api/agents", Some(&t.token), third.clone()).await;
     assert_eq!(status, 403);
     assert_eq!(
         body["message"],
@@ -345,7 +301,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
             [&t.id],
         )
         .unwrap();
-    let (status, body) = post(&app, "/api/agents", &t, third.clone()).await;
+    let (status, body) = post(&app, "/api/agents", Some(&t.token), third.clone()).await;
     assert_eq!(status, 403);
     assert_eq!(body["upgrade"]["suggested_tier"], Value::Null);
     assert!(
@@ -360,7 +316,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
     db(&app)
         .execute("UPDATE users SET max_agents = 3 WHERE id = ?1", [&t.id])
         .unwrap();
-    let (status, body) = post(&app, "/api/agents", &t, third).await;
+    let (status, body) = post(&app, "/api/agents", Some(&t.token), third).await;
     assert_eq!(status, 201);
     assert_eq!(
         body["data"]["limits_info"],
@@ -372,10 +328,10 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
 #[tokio::test]
 async fn the_service_configuration_has_defaults_and_validates_providers() {
     let app = TestApp::start().await;
-    let t = register(&app, "config@example.com").await;
-    let other = register(&app, "other@example.com").await;
+    let t = tenant(&app, "config@example.com").await;
+    let other = tenant(&app, "other@example.com").await;
 
-    let (status, body) = get(&app, "/api/config/service", &t).await;
+    let (status, body) = get(&app, "/api/config/service", Some(&t.token)).await;
     assert_eq!(status, 200);
     assert_eq!(
         body["data"],
@@ -390,7 +346,7 @@ async fn the_service_configuration_has_defaults_and_validates_providers() {
     let (status, body) = post(
         &app,
         "/api/config/service",
-        &t,
+        Some(&t.token),
         json!({ "llm_model": "llama-3.1-8b-instant" }),
     )
     .await;
@@ -400,7 +356,7 @@ async fn the_service_configuration_has_defaults_and_validates_providers() {
     assert!(crate::common::is_rfc3339_utc(
         body["data"]["updated_at"].as_str().unwrap()
     ));
-    let (_, body) = get(&app, "/api/config/service", &t).await;
+    let (_, body) = get(&app, "/api/config/service", Some(&t.token)).await;
     assert_eq!(body["data"]["llm_model"], "llama-3.1-8b-instant");
 
     // Refusals, each naming its field; nothing is saved.
@@ -419,18 +375,18 @@ async fn the_service_configuration_has_defaults_and_validates_providers() {
         (json!({ "tts_provider": "elevenlabs" }), "tts_provider"),
         (json!({ "stt_model": "m".repeat(101) }), "stt_model"),
     ] {
-        let (status, body) = post(&app, "/api/config/service", &t, bad.clone()).await;
+        let (status, body) = post(&app, "/api/config/service", Some(&t.token), bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(field_names(&body), [field], "{bad}");
     }
-    let (_, body) = get(&app, "/api/config/service", &t).await;
+    let (_, body) = get(&app, "/api/config/service", Some(&t.token)).await;
     assert_eq!(body["data"]["llm_provider"], "groq");
 
     // An air-gapped install's own server.
     let (status, body) = post(
         &app,
         "/api/config/service",
-        &t,
+        Some(&t.token),
         json!({ "llm_provider": "openai_compatible", "llm_base_url": "http://10.0.0.5:8000/v1/", "llm_model": "qwen2.5:7b" }),
     )
     .await;
@@ -440,7 +396,7 @@ async fn the_service_configuration_has_defaults_and_validates_providers() {
     assert_eq!(body["data"]["llm_model"], "qwen2.5:7b");
 
     // Per tenant: the other one still has the defaults.
-    let (_, body) = get(&app, "/api/config/service", &other).await;
+    let (_, body) = get(&app, "/api/config/service", Some(&other.token)).await;
     assert_eq!(body["data"]["llm_provider"], "groq");
     assert_eq!(body["data"]["updated_at"], Value::Null);
     app.stop().await;

@@ -1,5 +1,7 @@
 mod agents;
+mod auth;
 mod calls;
 mod cli;
 mod common;
+mod durability;
 mod schema;
