@@ -206,7 +206,7 @@ async fn web_start(
                 return Err(quota_exceeded(used, quota));
             }
             let (run_id, run_number, created_at) =
-                store::insert_run(&tx, RunKind::Web, &agent.id, "WEB_CALL", None)?;
+                store::insert_run(&tx, RunKind::Web, &agent.id)?;
             let greeting = greeting(&agent);
             store::save_transcript(
                 &tx,

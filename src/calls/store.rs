@@ -97,18 +97,24 @@ pub fn owned_run(
     .optional()
 }
 
-/// Kinds of run number: `WR-WEB-000123`, `WR-TEL-000123`.
+/// Kinds of run, each with its own run-number series (`WR-WEB-000123`);
+/// phone calls will add `WR-TEL-…`.
 #[derive(Debug, Clone, Copy)]
 pub enum RunKind {
     Web,
-    Phone,
 }
 
 impl RunKind {
     fn code(self) -> &'static str {
         match self {
             RunKind::Web => "WEB",
-            RunKind::Phone => "TEL",
+        }
+    }
+
+    /// The `agent_runs.type` of this kind.
+    fn run_type(self) -> &'static str {
+        match self {
+            RunKind::Web => "WEB_CALL",
         }
     }
 }
@@ -121,8 +127,6 @@ pub fn insert_run(
     conn: &Connection,
     kind: RunKind,
     agent_id: &str,
-    run_type: &str,
-    phone_number: Option<&str>,
 ) -> rusqlite::Result<(String, String, String)> {
     // Every attempt consumes a number, so this ends; the bound only guards
     // against a counter and a table out of step by more than anyone imports.
@@ -138,10 +142,10 @@ pub fn insert_run(
         )?;
         let number = format!("WR-{}-{n:06}", kind.code());
         let inserted = conn.query_row(
-            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at)
-             VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            "INSERT INTO agent_runs (run_number, agent_id, type, last_activity_at)
+             VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              RETURNING id, created_at",
-            params![number, agent_id, run_type, phone_number],
+            params![number, agent_id, kind.run_type()],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
         );
         match inserted {

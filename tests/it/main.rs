@@ -4,4 +4,5 @@ mod calls;
 mod cli;
 mod common;
 mod durability;
+mod http;
 mod schema;
