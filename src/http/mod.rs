@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http_body_util::BodyExt;
 use include_dir::{include_dir, Dir};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -49,7 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/health/liveness", get(liveness))
         .route("/health/readiness", get(readiness))
-        .nest("/api", api)
+        .nest("/api", api.layer(middleware::from_fn(read_body_first)))
         .fallback(static_ui)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -75,6 +76,43 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "METHOD_NOT_ALLOWED",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// Reads the whole request body before routing and extractors run. A handler
+/// that refuses a request on its path or headers alone would otherwise answer
+/// before the client has sent its body; the server then closes a connection
+/// with unread data, and the client sees a broken pipe or a reset instead of
+/// the 4xx it was sent. A body over the limit is read on (and dropped) up to
+/// `DRAIN_LIMIT` for the same reason, then refused with a 413.
+async fn read_body_first(req: Request, next: Next) -> Response {
+    /// Beyond this a client gets its 413 the hard way (a closed connection).
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let (parts, mut body) = req.into_parts();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return ApiError::bad_request("INVALID_BODY", "The request body could not be read")
+                .into_response();
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= JSON_BODY_LIMIT {
+                kept.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > JSON_BODY_LIMIT {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "The request body is too large",
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(kept))).await
 }
 
 /// Headers every answer carries: the UI loads nothing from elsewhere, and

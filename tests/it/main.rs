@@ -4,5 +4,6 @@ mod calls;
 mod cli;
 mod common;
 mod durability;
+mod hostile;
 mod http;
 mod schema;

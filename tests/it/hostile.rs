@@ -1,0 +1,258 @@
+//! Every endpoint, fed malformed JSON, wrong types, over-long fields, bad
+//! ids, oversized bodies and hostile strings, answers a 4xx (or a success)
+//! in the API's envelope: never a 500, never a body that is not the envelope,
+//! and the database stays consistent.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::auth::{admin_token, post, register};
+use crate::common::TestApp;
+
+/// Every field name any endpoint reads, so each variant reaches validation.
+const FIELDS: [&str; 31] = [
+    "email",
+    "password",
+    "organization_name",
+    "name",
+    "type",
+    "use_case",
+    "description",
+    "agent_id",
+    "run_id",
+    "message",
+    "conversation_history",
+    "disposition",
+    "llm_provider",
+    "llm_model",
+    "llm_base_url",
+    "tts_provider",
+    "tts_voice",
+    "stt_provider",
+    "stt_model",
+    "api_key",
+    "account_sid",
+    "auth_token",
+    "phone_number",
+    "from_phone_number",
+    "current_password",
+    "new_password",
+    "max_agents",
+    "monthly_token_quota",
+    "subscription_tier",
+    "role",
+    "is_active",
+];
+
+const HOSTILE: [&str; 8] = [
+    "'; DROP TABLE users; --",
+    "<script>alert(1)</script>",
+    "\u{0}\u{1}\u{7f}",
+    "\u{202e}gnp.exe",
+    "%s%n%x{}{{}}",
+    "../../../../etc/passwd",
+    "😀🙈 ünïcödé",
+    "Robert'); DELETE FROM agents WHERE ('1'='1",
+];
+
+fn every_field(value: Value) -> Value {
+    let mut m = Map::new();
+    for f in FIELDS {
+        m.insert(f.to_string(), value.clone());
+    }
+    Value::Object(m)
+}
+
+/// Bodies to throw at a JSON endpoint: raw bytes and JSON values.
+fn bodies() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = vec![
+        ("malformed".into(), b"{\"name\": ".to_vec()),
+        ("not json".into(), b"hello".to_vec()),
+        ("empty".into(), Vec::new()),
+        (
+            "deep nesting".into(),
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+        ),
+        ("huge number".into(), br#"{"max_agents": 1e400}"#.to_vec()),
+        (
+            "oversized".into(),
+            format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)).into_bytes(),
+        ),
+    ];
+    let values = [
+        json!({}),
+        json!([]),
+        json!(null),
+        json!("a string"),
+        json!(42),
+        every_field(json!(null)),
+        every_field(json!(-1)),
+        every_field(json!(i64::MAX)),
+        every_field(json!(true)),
+        every_field(json!({"nested": [1, 2]})),
+        every_field(json!(["a", "b"])),
+        every_field(json!("x".repeat(10_000))),
+    ];
+    for v in values {
+        out.push((
+            v.to_string().chars().take(60).collect(),
+            v.to_string().into_bytes(),
+        ));
+    }
+    for h in HOSTILE {
+        let v = every_field(json!(h));
+        out.push((format!("hostile {h:?}"), v.to_string().into_bytes()));
+    }
+    out
+}
+
+const BAD_IDS: [&str; 6] = [
+    "not-a-uuid",
+    "00000000-0000-4000-8000-000000000000",
+    "1%20OR%201=1",
+    "%2e%2e%2f%2e%2e%2fetc",
+    "6ba7b810-9dad-11d1-80b4-00c04fd430c8-extra",
+    "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+];
+
+/// Sends one request and checks the answer is not a 5xx and is the envelope.
+async fn probe(
+    app: &TestApp,
+    token: &str,
+    method: &Method,
+    path: &str,
+    body: Option<&[u8]>,
+    what: &str,
+) {
+    let mut req = app
+        .client
+        .request(method.clone(), app.url(path))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_vec());
+    }
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} ({what}): {e:?}"));
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert!(
+        !status.is_server_error(),
+        "{method} {path} ({what}) answered {status}: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        panic!("{method} {path} ({what}) answered {status} with a non-JSON body: {text}")
+    });
+    if status.is_success() {
+        assert_eq!(body["success"], true, "{method} {path} ({what}): {body}");
+    } else {
+        assert_eq!(body["success"], false, "{method} {path} ({what}): {body}");
+        assert!(
+            body["code"].is_string() && body["message"].is_string(),
+            "{method} {path} ({what}): {body}"
+        );
+    }
+}
+
+/// Hits `routes` with every body (for writes), every bad id and the given
+/// real ids (for `{id}` routes), and hostile query strings (for reads).
+async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[String]) {
+    let bodies = bodies();
+    let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
+    all_ids.extend(ids.iter().cloned());
+    let queries = [
+        "?page=0&limit=1000",
+        "?page=abc&limit=-5",
+        "?search=%27%3B%20DROP%20TABLE%20users%3B%20--&type=%3Cscript%3E",
+        "?status=nope&disposition=%00&date_from=2024-13-45&date_to=yesterday",
+        "?sort_by=email;DROP&order=sideways&is_active=maybe",
+        "?page=99999999999999999999",
+    ];
+    for (method, template) in routes {
+        let paths: Vec<String> = if template.contains("{id}") {
+            all_ids
+                .iter()
+                .map(|id| template.replace("{id}", id))
+                .collect()
+        } else {
+            vec![template.to_string()]
+        };
+        for path in &paths {
+            if *method == Method::GET {
+                probe(app, token, method, path, None, "no query").await;
+                for q in queries {
+                    probe(app, token, method, &format!("{path}{q}"), None, q).await;
+                }
+            } else {
+                for (what, body) in &bodies {
+                    probe(app, token, method, path, Some(body), what).await;
+                }
+            }
+        }
+    }
+}
+
+fn integrity(app: &TestApp) {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let orphans: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
+    let app = TestApp::start().await;
+    let (token, _) = register(&app, "fuzz@example.com").await;
+    let (other, _) = register(&app, "other@example.com").await;
+    let agent = json!({"name": "Ann", "type": "INBOUND", "use_case": "support", "description": "You answer questions politely."});
+    let (status, own) = post(&app, "/api/agents", Some(&token), agent.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let (_, theirs) = post(&app, "/api/agents", Some(&other), agent).await;
+    let ids = vec![
+        own["data"]["id"].as_str().unwrap().to_string(),
+        theirs["data"]["id"].as_str().unwrap().to_string(),
+    ];
+
+    let user_routes = [
+        (Method::POST, "/api/auth/register"),
+        (Method::POST, "/api/auth/login"),
+        (Method::GET, "/api/auth/me"),
+        (Method::POST, "/api/auth/change-password"),
+        (Method::GET, "/api/agents"),
+        (Method::POST, "/api/agents"),
+        (Method::GET, "/api/agents/{id}"),
+        (Method::PUT, "/api/agents/{id}"),
+        (Method::GET, "/api/agents/{id}/runs"),
+        (Method::GET, "/api/config/service"),
+        (Method::POST, "/api/config/service"),
+        (Method::POST, "/api/calls/web/start"),
+        (Method::POST, "/api/calls/web/message"),
+        (Method::POST, "/api/calls/web/end"),
+        (Method::GET, "/api/calls/run/{id}"),
+        (Method::GET, "/api/calls/transcript/{id}"),
+        (Method::DELETE, "/api/agents/{id}"),
+    ];
+    sweep(&app, &token, &user_routes, &ids).await;
+
+    let admin = admin_token(&app).await;
+    let (_, victim) = register(&app, "victim@example.com").await;
+    let admin_routes = [
+        (Method::GET, "/api/admin/users"),
+        (Method::PUT, "/api/admin/users/{id}/limits"),
+        (Method::POST, "/api/admin/users/{id}/toggle-status"),
+        (Method::DELETE, "/api/admin/users/{id}"),
+    ];
+    sweep(&app, &admin, &admin_routes, &[victim]).await;
+    integrity(&app);
+    app.stop().await;
+}
