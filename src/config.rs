@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::crypto::secret::Secret;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Registration {
     /// Anyone may create an account (always on the free tier).
@@ -70,9 +72,30 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_DB_READERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_readers: u16,
 
+    /// The key vault's master key, 64 hex characters. When unset, the key
+    /// lives in DIR/master.key (created on first start, mode 0600).
+    #[arg(long, env = "VOXFLOW_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<Secret>,
+
     /// The server's own Groq key, used for tenants that saved none.
     #[arg(long, env = "GROQ_API_KEY", hide_env_values = true)]
-    pub groq_api_key: Option<String>,
+    pub groq_api_key: Option<Secret>,
+
+    /// The server's own Deepgram key, used for tenants that saved none.
+    #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
+    pub deepgram_api_key: Option<Secret>,
+
+    /// The server's own Twilio account, used with TWILIO_AUTH_TOKEN for
+    /// tenants that saved none.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<Secret>,
+
+    /// The number the server's own Twilio account calls from (E.164).
+    #[arg(long, env = "TWILIO_FROM_NUMBER")]
+    pub twilio_from_number: Option<String>,
 
     /// Where Groq's OpenAI-compatible API lives (a test or a proxy may stand in).
     #[arg(
@@ -81,6 +104,26 @@ pub struct Config {
         default_value = "https://api.groq.com/openai/v1"
     )]
     pub groq_base_url: String,
+
+    /// Where Deepgram's API lives (a stand-in for an air-gapped install).
+    #[arg(
+        long,
+        env = "VOXFLOW_DEEPGRAM_BASE_URL",
+        default_value = "https://api.deepgram.com"
+    )]
+    pub deepgram_base_url: String,
+
+    /// Where Twilio's REST API lives (a stand-in for an air-gapped install).
+    #[arg(
+        long,
+        env = "VOXFLOW_TWILIO_BASE_URL",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_base_url: String,
+
+    /// How long a key test may wait for the provider, in seconds.
+    #[arg(long, env = "VOXFLOW_PROVIDER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub provider_timeout_secs: u64,
 
     /// How long one LLM reply may take, in seconds, before the call answers 502.
     #[arg(long, env = "VOXFLOW_LLM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -107,8 +150,16 @@ impl Config {
             admin_password: None,
             session_ttl_hours: 168,
             db_readers: 4,
+            master_key: None,
             groq_api_key: None,
+            deepgram_api_key: None,
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            twilio_from_number: None,
             groq_base_url: "https://api.groq.com/openai/v1".into(),
+            deepgram_base_url: "https://api.deepgram.com".into(),
+            twilio_base_url: "https://api.twilio.com".into(),
+            provider_timeout_secs: 10,
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,
         }

@@ -20,13 +20,15 @@ pub mod tiers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use api_keys::master::{self, MasterKeySource};
 use config::Config;
+use crypto::keyfile::{self, LockKind};
 use db::{migrate, Db, DbError};
 use http::AppState;
 
@@ -41,6 +43,10 @@ pub enum StartError {
     },
     #[error("{0}")]
     Admin(String),
+    #[error(transparent)]
+    Vault(#[from] api_keys::master::VaultSetupError),
+    #[error("key vault: {0}")]
+    DataDirLock(#[from] crypto::keyfile::KeyFileError),
 }
 
 /// What starting did, for the operator to read once.
@@ -52,6 +58,19 @@ pub struct StartReport {
     pub admin_created: Option<(String, Option<String>)>,
     /// Runs the previous process left in progress, closed as abandoned.
     pub abandoned_runs: usize,
+    /// What opening the key vault did (a key file created, an interrupted
+    /// rotation finished), for the operator.
+    pub vault_notes: Vec<String>,
+}
+
+/// Opens the key vault with the configured master key, off the async
+/// threads (it reads files and runs the key check on the writer thread).
+async fn open_vault(db: &Db, config: &Config) -> Result<master::Unlocked, StartError> {
+    let master_key = config.master_key.clone();
+    let data_dir = config.data.data_dir.clone();
+    Ok(db
+        .write(move |c| master::unlock(c, &MasterKeySource::new(master_key.as_ref(), &data_dir)))
+        .await?)
 }
 
 /// Opens the database in `config`'s data folder and brings it to the latest
@@ -144,7 +163,22 @@ pub async fn start(
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let started = Instant::now();
+    // Held until the server stops: `voxflow keys rotate` must not re-seal
+    // the vault under a server still sealing with the old key.
+    let data_dir = &config.data.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| DbError::Io {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let lock = keyfile::lock_data_dir(data_dir, LockKind::Serve)?;
     let (db, migrated) = open_and_migrate(&config).await?;
+    let master::Unlocked {
+        vault,
+        notes: vault_notes,
+    } = open_vault(&db, &config).await?;
+    for note in &vault_notes {
+        tracing::info!("key vault: {note}");
+    }
     let admin_created = ensure_first_admin(&db, &config).await?;
     // Runs in progress belong to the process that ran before this one: no
     // one will end them now.
@@ -167,11 +201,15 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
+    let http_client =
+        providers::llm::http_client(Duration::from_secs(config.provider_timeout_secs));
     let state = AppState {
         db,
         config: Arc::new(config),
         started,
         login_throttle: Arc::default(),
+        vault: Arc::new(vault),
+        http_client,
     };
     let sweeper = tokio::spawn(calls::sweep::run_periodically(
         state.db.clone(),
@@ -192,6 +230,7 @@ pub async fn start(
         })
         .await;
         sweeper.abort();
+        drop(lock);
         served
     });
     Ok(Running {
@@ -200,6 +239,7 @@ pub async fn start(
             migrated,
             admin_created,
             abandoned_runs,
+            vault_notes,
         },
         shutdown: Some(tx),
         task,

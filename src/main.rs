@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rusqlite::Connection;
 
+use voxflow::api_keys::master::{self, MasterKeySource, VaultSetupError};
 use voxflow::config::{self, Config, DataArgs};
+use voxflow::crypto::keyfile::{self, KeyFileError, LockKind};
+use voxflow::crypto::secret::Secret;
+use voxflow::crypto::vault::MasterKey;
 use voxflow::db::{migrate, open_connection, verify, DbError};
 use voxflow::{auth, crypto};
 
@@ -25,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply migrations, create the first admin if none exists, and serve the API and web UI.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Show, apply or roll back schema migrations.
     Migrate {
         #[command(flatten)]
@@ -41,6 +45,34 @@ enum Command {
         data: DataArgs,
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// Manage the key vault's master key.
+    Keys {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The current master key (64 hex characters); when unset it is read
+        /// from DIR/master.key.
+        #[arg(
+            long,
+            env = "VOXFLOW_MASTER_KEY",
+            hide_env_values = true,
+            global = true
+        )]
+        master_key: Option<Secret>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Re-encrypt every stored secret under a new master key, in one
+    /// transaction. Stop the server first.
+    Rotate {
+        /// Read the new key (64 hex characters) from standard input instead
+        /// of generating one.
+        #[arg(long)]
+        new_key_stdin: bool,
     },
 }
 
@@ -85,6 +117,10 @@ enum CliError {
     #[error(transparent)]
     Start(#[from] voxflow::StartError),
     #[error(transparent)]
+    Vault(#[from] VaultSetupError),
+    #[error("key vault: {0}")]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
@@ -94,10 +130,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Migrate { data, action } => run_migrate(&data, action),
         Command::Verify(data) => run_verify(&data),
         Command::Admin { data, action } => run_admin(&data, action),
+        Command::Keys {
+            data,
+            master_key,
+            action,
+        } => run_keys(&data, master_key.as_ref(), action),
     };
     match result {
         Ok(code) => code,
@@ -151,6 +192,9 @@ fn serve(config: Config) -> Result<ExitCode, CliError> {
                 Some(p) => println!("Its password, shown only this once: {p}"),
                 None => println!("Its password is the one in VOXFLOW_ADMIN_PASSWORD."),
             }
+        }
+        for note in &report.vault_notes {
+            println!("Key vault: {note}");
         }
         println!("Data folder: {}", data_dir.display());
         println!("VoxFlow listening on http://{}", running.addr);
@@ -305,6 +349,69 @@ fn run_admin(data: &DataArgs, action: AdminAction) -> Result<ExitCode, CliError>
                 println!("Password, shown only this once: {password}");
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The new master key: from standard input (first line), or generated.
+fn read_or_generate_master_key(from_stdin: bool) -> Result<(MasterKey, bool), CliError> {
+    if !from_stdin {
+        return Ok((MasterKey::generate(), true));
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let key = MasterKey::from_hex(&line).map_err(|e| CliError::Usage(format!("new key: {e}")))?;
+    Ok((key, false))
+}
+
+fn run_keys(
+    data: &DataArgs,
+    master_key: Option<&Secret>,
+    action: KeysAction,
+) -> Result<ExitCode, CliError> {
+    let KeysAction::Rotate { new_key_stdin } = action;
+    let mut conn = open_existing(data)?;
+    if migrate::current_version(&conn)? != migrate::latest_version() {
+        return Err(CliError::Usage(
+            "the database is not at the latest version: run `voxflow migrate up`".into(),
+        ));
+    }
+    // Held to the end: no server may start (and seal with the old key)
+    // while the vault changes keys.
+    let _lock = keyfile::lock_data_dir(&data.data_dir, LockKind::Rotate)?;
+    let source = MasterKeySource::new(master_key, &data.data_dir);
+    let (new_key, generated) = read_or_generate_master_key(new_key_stdin)?;
+    if let (MasterKeySource::Env(_), true) = (&source, generated) {
+        // Shown before anything changes: should the output be lost after
+        // the commit, the operator would hold no key that opens the vault.
+        println!(
+            "New master key (set VOXFLOW_MASTER_KEY to it before the next start; shown only this once): {}",
+            new_key.to_hex().as_str()
+        );
+        let _ = std::io::stdout().flush();
+    }
+    let report = master::rotate(&mut conn, &source, &new_key)?;
+    for note in &report.notes {
+        println!("{note}");
+    }
+    println!(
+        "Re-encrypted {} API key(s) and {} telephony auth token(s) under the new master key",
+        report.api_keys, report.telephony_tokens
+    );
+    if report.skipped > 0 {
+        println!(
+            "{} secret(s) did not open under the old key either and were left as they were",
+            report.skipped
+        );
+    }
+    match source {
+        MasterKeySource::File(dir) => println!(
+            "{} now holds the new key; the old key no longer opens this database (backups taken before now still need it)",
+            keyfile::key_path(dir).display()
+        ),
+        MasterKeySource::Env(_) => println!(
+            "Set VOXFLOW_MASTER_KEY to the new key before starting the server; the old key no longer opens this database"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

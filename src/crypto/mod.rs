@@ -1,6 +1,10 @@
-//! Cryptography, all from ring: password hashing, random tokens, digests.
+//! Cryptography, all from ring: password hashing, random tokens, digests,
+//! and the key vault's AES-256-GCM.
 
+pub mod keyfile;
 pub mod password;
+pub mod secret;
+pub mod vault;
 
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};

@@ -36,6 +36,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub started: Instant,
     pub login_throttle: Arc<crate::auth::throttle::LoginThrottle>,
+    /// The tenants' provider keys are sealed and opened with this.
+    pub vault: Arc<crate::crypto::vault::Vault>,
+    /// For provider requests (key tests): built once, bounded in time.
+    pub http_client: reqwest::Client,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", crate::admin::routes::router())
         .nest("/agents", crate::agents::routes::router())
         .nest("/calls", crate::calls::routes::router(&state.config))
+        .nest("/api-keys", crate::api_keys::routes::router())
         .merge(crate::service_config::router())
+        .merge(crate::api_keys::telephony::router())
         .fallback(api_not_found);
     Router::new()
         .route("/health", get(health))

@@ -1,3 +1,146 @@
 //! Clients for the outside services a call talks to.
 
+pub mod deepgram;
+pub mod groq;
 pub mod llm;
+pub mod twilio;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a provider said about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    Valid,
+    /// The provider refused the key (401 or 403), or, for Twilio, does not
+    /// know the account.
+    Invalid {
+        status: u16,
+    },
+    /// The provider could not be asked: it proves nothing about the key.
+    Unreachable {
+        reason: String,
+    },
+    /// An answer that is neither yes nor no (a 404 from a wrong base URL, a
+    /// 429): the key is not known to be bad.
+    Unexpected {
+        status: u16,
+    },
+    /// The key holds characters no HTTP header may carry: it cannot work.
+    Unsendable,
+}
+
+/// The outcome's name in a response: `valid`, `invalid`, `unreachable`,
+/// `unexpected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Valid,
+    Invalid,
+    Unreachable,
+    Unexpected,
+}
+
+impl KeyCheck {
+    pub fn status(&self) -> CheckStatus {
+        match self {
+            KeyCheck::Valid => CheckStatus::Valid,
+            KeyCheck::Invalid { .. } | KeyCheck::Unsendable => CheckStatus::Invalid,
+            KeyCheck::Unreachable { .. } => CheckStatus::Unreachable,
+            KeyCheck::Unexpected { .. } => CheckStatus::Unexpected,
+        }
+    }
+
+    /// A sentence for the tenant, naming the provider. It never quotes the
+    /// provider's own error text, which may echo part of the key.
+    pub fn message(&self, provider: &str) -> String {
+        match self {
+            KeyCheck::Valid => format!("{provider} accepted the key"),
+            KeyCheck::Invalid { status } => {
+                format!("{provider} rejected the key (HTTP {status}): check it, or save a new one")
+            }
+            KeyCheck::Unreachable { reason } => format!(
+                "{provider} could not be reached ({reason}); the key was not checked, try again later"
+            ),
+            KeyCheck::Unexpected { status } => format!(
+                "{provider} answered HTTP {status}, which says nothing about the key; try again later"
+            ),
+            KeyCheck::Unsendable => {
+                format!("the {provider} key holds characters that cannot be sent in a request")
+            }
+        }
+    }
+}
+
+/// Sends a key check and sorts the answer. Only the status is read: the
+/// body is not needed, and a hostile server cannot make us buffer it.
+pub(crate) async fn run_check(request: reqwest::RequestBuilder, timeout: Duration) -> KeyCheck {
+    match request.send().await {
+        Ok(response) => classify(response.status().as_u16()),
+        Err(e) if e.is_builder() => KeyCheck::Unsendable,
+        Err(e) => KeyCheck::Unreachable {
+            reason: if e.is_timeout() {
+                format!("no answer within {} seconds", timeout.as_secs())
+            } else if e.is_connect() {
+                "the connection failed".to_string()
+            } else {
+                "the request failed".to_string()
+            },
+        },
+    }
+}
+
+fn classify(status: u16) -> KeyCheck {
+    match status {
+        200..=299 => KeyCheck::Valid,
+        401 | 403 => KeyCheck::Invalid { status },
+        500..=599 => KeyCheck::Unreachable {
+            reason: format!("it answered HTTP {status}"),
+        },
+        _ => KeyCheck::Unexpected { status },
+    }
+}
+
+/// `base` and `path` joined with exactly one slash.
+pub(crate) fn join(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_sort_into_valid_invalid_unreachable() {
+        assert_eq!(classify(200), KeyCheck::Valid);
+        assert_eq!(classify(401), KeyCheck::Invalid { status: 401 });
+        assert_eq!(classify(403), KeyCheck::Invalid { status: 403 });
+        assert!(matches!(classify(503), KeyCheck::Unreachable { .. }));
+        assert_eq!(classify(404), KeyCheck::Unexpected { status: 404 });
+        assert_eq!(classify(429), KeyCheck::Unexpected { status: 429 });
+    }
+
+    #[test]
+    fn an_unreachable_provider_is_not_called_a_bad_key() {
+        let m = KeyCheck::Unreachable {
+            reason: "the connection failed".into(),
+        }
+        .message("Groq");
+        assert!(m.contains("could not be reached"));
+        assert!(!m.contains("rejected"));
+        assert!(KeyCheck::Invalid { status: 401 }
+            .message("Groq")
+            .contains("rejected"));
+    }
+
+    #[test]
+    fn urls_join_with_one_slash() {
+        assert_eq!(join("http://h/v1/", "/models"), "http://h/v1/models");
+        assert_eq!(join("http://h", "v1/projects"), "http://h/v1/projects");
+    }
+}
