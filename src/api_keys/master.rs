@@ -435,3 +435,303 @@ fn reseal_all(
     tx.commit()?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_keys::store::TenantSecret;
+    use crate::db::{migrate, open_connection};
+    use zeroize::Zeroizing;
+
+    const GROQ_KEY: &str = "gsk_UnitTestKey0123456789abcdefXYZ1";
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        conn: Connection,
+        user: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("voxflow.db"), false).unwrap();
+        migrate::up(&mut conn, &dir.path().join("backups")).unwrap();
+        let user: String = conn
+            .query_row(
+                "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x') RETURNING id",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        Fixture { dir, conn, user }
+    }
+
+    impl Fixture {
+        /// Saves a Groq key and a telephony token the way the API does.
+        fn store_secrets(&self, vault: &Vault) {
+            let sealed = store::seal(
+                vault,
+                &self.user,
+                Provider::Groq,
+                &TenantSecret::ApiKey(Zeroizing::new(GROQ_KEY.into())),
+            )
+            .unwrap();
+            store::upsert(&self.conn, &self.user, Provider::Groq, &sealed).unwrap();
+            let token = store::seal_telephony_token(vault, &self.user, TOKEN).unwrap();
+            store::upsert_telephony(
+                &self.conn,
+                &self.user,
+                "AC0123456789abcdef0123456789abcdef",
+                &token,
+                "+14155550123",
+            )
+            .unwrap();
+        }
+
+        /// Both secrets open under `vault`.
+        fn assert_readable(&self, vault: &Vault) {
+            let row = store::key_row(&self.conn, &self.user, Provider::Groq)
+                .unwrap()
+                .unwrap();
+            match store::open(vault, &self.user, Provider::Groq, &row.sealed).unwrap() {
+                TenantSecret::ApiKey(k) => assert_eq!(k.as_str(), GROQ_KEY),
+                TenantSecret::Twilio(_) => panic!("a Groq row opened as Twilio"),
+            }
+            let t = store::telephony_row(&self.conn, &self.user)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                store::open_telephony_token(vault, &self.user, &t.auth_token)
+                    .unwrap()
+                    .as_str(),
+                TOKEN
+            );
+        }
+
+        fn key_file(&self) -> String {
+            std::fs::read_to_string(keyfile::key_path(self.dir.path())).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_first_start_creates_the_key_file_and_the_check() {
+        let mut f = fixture();
+        let first = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        assert!(first
+            .notes
+            .iter()
+            .any(|n| n.contains("created the master key file")));
+        assert!(read_check(&f.conn).unwrap().is_some());
+        f.store_secrets(&first.vault);
+        let again = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        assert!(again.notes.is_empty());
+        f.assert_readable(&again.vault);
+    }
+
+    #[test]
+    fn a_wrong_or_missing_key_stops_the_start_even_with_no_secret_stored() {
+        let mut f = fixture();
+        unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        let path = keyfile::key_path(f.dir.path());
+        // Another key in the file.
+        std::fs::remove_file(&path).unwrap();
+        keyfile::create(&path, &MasterKey::generate()).unwrap();
+        let e = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultSetupError::WrongKey(_)), "{e}");
+        assert!(e.to_string().contains("does not open"), "{e}");
+        // No key at all: nothing is generated in its place.
+        std::fs::remove_file(&path).unwrap();
+        let e = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultSetupError::MissingKey(_)), "{e}");
+        assert!(!path.exists());
+        // The environment's key is checked the same way.
+        let other = Secret::new(MasterKey::generate().to_hex().as_str());
+        let e = unlock(&mut f.conn, &MasterKeySource::Env(&other))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("VOXFLOW_MASTER_KEY"), "{e}");
+        let bad = Secret::from("not-hex");
+        let e = unlock(&mut f.conn, &MasterKeySource::Env(&bad))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultSetupError::EnvFormat));
+    }
+
+    #[test]
+    fn rotation_keeps_every_secret_readable_under_the_new_key_only() {
+        let mut f = fixture();
+        let old = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.store_secrets(&old);
+        let old_text = f.key_file();
+        let new_key = MasterKey::generate();
+        let report = rotate(&mut f.conn, &MasterKeySource::File(f.dir.path()), &new_key).unwrap();
+        assert_eq!(
+            (report.api_keys, report.telephony_tokens, report.skipped),
+            (1, 1, 0)
+        );
+        assert_eq!(f.key_file().trim(), new_key.to_hex().as_str());
+        assert!(!keyfile::pending_key_path(f.dir.path()).exists());
+        let opened = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.assert_readable(&opened);
+        // The old key opens nothing any more.
+        let old_key = MasterKey::from_hex(&old_text).unwrap();
+        assert!(!opens(&old_key, &read_check(&f.conn).unwrap().unwrap()).unwrap());
+        let row = store::key_row(&f.conn, &f.user, Provider::Groq)
+            .unwrap()
+            .unwrap();
+        assert!(store::open(&old, &f.user, Provider::Groq, &row.sealed).is_err());
+        // Rotating to the key in use is refused.
+        let e = rotate(&mut f.conn, &MasterKeySource::File(f.dir.path()), &new_key)
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultSetupError::SameKey));
+    }
+
+    #[test]
+    fn a_crash_before_the_commit_keeps_the_old_key() {
+        let mut f = fixture();
+        let old = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.store_secrets(&old);
+        let old_text = f.key_file();
+        // The new key was written, then the process died: the database
+        // still holds secrets sealed under the old key.
+        let pending = keyfile::pending_key_path(f.dir.path());
+        keyfile::create(&pending, &MasterKey::generate()).unwrap();
+        let unlocked = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        assert!(unlocked.notes.iter().any(|n| n.contains("had not changed")));
+        f.assert_readable(&unlocked.vault);
+        assert_eq!(f.key_file(), old_text);
+        assert!(!pending.exists());
+    }
+
+    #[test]
+    fn a_crash_after_the_commit_finishes_the_rotation() {
+        let mut f = fixture();
+        let old = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.store_secrets(&old);
+        let old_text = f.key_file();
+        let new_key = MasterKey::generate();
+        rotate(&mut f.conn, &MasterKeySource::File(f.dir.path()), &new_key).unwrap();
+        // Put the files back as they were between the commit and the
+        // rename: the new key still in master.key.new, the old in master.key.
+        let path = keyfile::key_path(f.dir.path());
+        let pending = keyfile::pending_key_path(f.dir.path());
+        std::fs::rename(&path, &pending).unwrap();
+        std::fs::write(&path, &old_text).unwrap();
+        let unlocked = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        assert!(unlocked
+            .notes
+            .iter()
+            .any(|n| n.contains("finished an interrupted")));
+        f.assert_readable(&unlocked.vault);
+        assert_eq!(f.key_file().trim(), new_key.to_hex().as_str());
+        assert!(!pending.exists());
+        // Also when master.key itself was lost on the way.
+        rotate(
+            &mut f.conn,
+            &MasterKeySource::File(f.dir.path()),
+            &MasterKey::generate(),
+        )
+        .unwrap();
+        std::fs::rename(&path, &pending).unwrap();
+        let unlocked = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        f.assert_readable(&unlocked.vault);
+    }
+
+    #[test]
+    fn with_the_key_in_the_environment_no_file_is_written() {
+        let mut f = fixture();
+        let old = Secret::new(MasterKey::generate().to_hex().as_str());
+        let vault = unlock(&mut f.conn, &MasterKeySource::Env(&old))
+            .unwrap()
+            .vault;
+        f.store_secrets(&vault);
+        let new_key = MasterKey::generate();
+        rotate(&mut f.conn, &MasterKeySource::Env(&old), &new_key).unwrap();
+        assert!(!keyfile::key_path(f.dir.path()).exists());
+        assert!(!keyfile::pending_key_path(f.dir.path()).exists());
+        let new = Secret::new(new_key.to_hex().as_str());
+        let opened = unlock(&mut f.conn, &MasterKeySource::Env(&new))
+            .unwrap()
+            .vault;
+        f.assert_readable(&opened);
+        assert!(unlock(&mut f.conn, &MasterKeySource::Env(&old)).is_err());
+    }
+
+    #[test]
+    fn a_vault_without_its_check_still_refuses_a_key_that_opens_nothing() {
+        let mut f = fixture();
+        let vault = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.store_secrets(&vault);
+        // Rolled back below version 7 and migrated again: the check is gone.
+        f.conn.execute("DELETE FROM vault_meta", []).unwrap();
+        let stranger = Secret::new(MasterKey::generate().to_hex().as_str());
+        let e = unlock(&mut f.conn, &MasterKeySource::Env(&stranger))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultSetupError::WrongKey(_)), "{e}");
+        // The right key opens them and writes a new check.
+        let again = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        f.assert_readable(&again.vault);
+        assert!(read_check(&f.conn).unwrap().is_some());
+    }
+
+    #[test]
+    fn tokens_the_first_edition_kept_in_clear_are_sealed_on_first_start() {
+        let mut f = fixture();
+        f.conn
+            .execute(
+                "INSERT INTO telephony_configs (user_id, account_sid, auth_token, from_phone_number)
+                 VALUES (?1, 'AC0123456789abcdef0123456789abcdef', ?2, '+14155550123')",
+                params![f.user, TOKEN],
+            )
+            .unwrap();
+        let unlocked = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path())).unwrap();
+        assert!(unlocked.notes.iter().any(|n| n.contains("stored in clear")));
+        let t = store::telephony_row(&f.conn, &f.user).unwrap().unwrap();
+        assert!(!t.auth_token.contains(TOKEN));
+        assert_eq!(
+            store::open_telephony_token(&unlocked.vault, &f.user, &t.auth_token)
+                .unwrap()
+                .as_str(),
+            TOKEN
+        );
+    }
+
+    #[test]
+    fn rotation_leaves_a_damaged_secret_as_it_was() {
+        let mut f = fixture();
+        let vault = unlock(&mut f.conn, &MasterKeySource::File(f.dir.path()))
+            .unwrap()
+            .vault;
+        f.store_secrets(&vault);
+        f.conn
+            .execute("UPDATE user_api_keys SET auth_tag = ?1", [&"0".repeat(32)])
+            .unwrap();
+        let report = rotate(
+            &mut f.conn,
+            &MasterKeySource::File(f.dir.path()),
+            &MasterKey::generate(),
+        )
+        .unwrap();
+        assert_eq!(
+            (report.api_keys, report.telephony_tokens, report.skipped),
+            (0, 1, 1)
+        );
+        assert!(report.notes.iter().any(|n| n.contains("user_api_keys row")));
+    }
+}
