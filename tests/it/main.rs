@@ -6,4 +6,5 @@ mod common;
 mod durability;
 mod hostile;
 mod http;
+mod keys;
 mod schema;
