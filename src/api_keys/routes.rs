@@ -102,7 +102,19 @@ fn status_of(
     provider: Provider,
 ) -> Result<ProviderStatus, ApiError> {
     let system = system_key(config, provider).is_some();
-    let fallback = if system { Source::System } else { Source::None };
+    // For Twilio the telephony configuration stands in for a missing (or
+    // deactivated) API key, as in `resolve`.
+    let telephony = match provider {
+        Provider::Twilio => store::telephony_row(conn, user_id)?,
+        Provider::Groq | Provider::Deepgram => None,
+    };
+    let fallback = if telephony.is_some() {
+        Source::User
+    } else if system {
+        Source::System
+    } else {
+        Source::None
+    };
     if let Some(row) = store::key_row(conn, user_id, provider)? {
         let opened = store::open(vault, user_id, provider, &row.sealed);
         let source = if row.is_active {
@@ -126,21 +138,19 @@ fn status_of(
             error: opened.is_err().then(|| UNREADABLE.to_string()),
         });
     }
-    if provider == Provider::Twilio {
-        if let Some(t) = store::telephony_row(conn, user_id)? {
-            let readable = store::open_telephony_token(vault, user_id, &t.auth_token).is_ok();
-            return Ok(ProviderStatus {
-                provider,
-                configured: true,
-                source: Source::User,
-                masked: Some(formats::mask(&t.account_sid)),
-                is_active: true,
-                created_at: Some(t.created_at),
-                last_used_at: None,
-                phone_number: Some(t.from_phone_number),
-                error: (!readable).then(|| UNREADABLE.to_string()),
-            });
-        }
+    if let Some(t) = telephony {
+        let readable = store::open_telephony_token(vault, user_id, &t.auth_token).is_ok();
+        return Ok(ProviderStatus {
+            provider,
+            configured: true,
+            source: Source::User,
+            masked: Some(formats::mask(&t.account_sid)),
+            is_active: true,
+            created_at: Some(t.created_at),
+            last_used_at: None,
+            phone_number: Some(t.from_phone_number),
+            error: (!readable).then(|| UNREADABLE.to_string()),
+        });
     }
     Ok(ProviderStatus {
         provider,

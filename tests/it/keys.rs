@@ -591,6 +591,34 @@ async fn keys_are_saved_masked_and_never_stored_in_clear() {
         (StatusCode::BAD_REQUEST, vec!["providers".to_string()]),
         "{body}"
     );
+    // A deactivated key is shown as such and not used.
+    conn.execute(
+        "UPDATE user_api_keys SET is_active = 0 WHERE user_id = ?1 AND provider = 'deepgram'",
+        [&a.id],
+    )
+    .unwrap();
+    let s = status(&app, &a).await;
+    let d = &s["deepgram"];
+    assert_eq!(
+        (
+            d["configured"].clone(),
+            d["source"].clone(),
+            d["is_active"].clone()
+        ),
+        (json!(false), json!("none"), json!(false)),
+        "{s}"
+    );
+    assert_eq!(d["masked"], masked(DG_A));
+    let (_, body) = get(
+        &app,
+        "/api/api-keys/validate?providers=deepgram",
+        Some(&a.token),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["providers"]["deepgram"]["usable"], false,
+        "{body}"
+    );
     // Signed out: nothing.
     let (code, _) = get(&app, "/api/api-keys/status", None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
@@ -1080,7 +1108,7 @@ async fn the_binary_keeps_keys_out_of_its_log_rotates_and_refuses_a_wrong_key() 
     stand_in.accept_twilio(SID_A, TOKEN_A);
     let dir = tempfile::tempdir().unwrap();
     let mut env: Vec<(&str, String)> = stand_in.env();
-    env.push(("VOXFLOW_LOG", "debug".into()));
+    env.push(("VOXFLOW_LOG", "trace".into()));
     env.push(("GROQ_API_KEY", GROQ_SERVER.into()));
     let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
