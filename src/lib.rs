@@ -201,8 +201,7 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
-    let http_client =
-        providers::llm::http_client(Duration::from_secs(config.provider_timeout_secs));
+    let http_client = providers::http_client(Duration::from_secs(config.provider_timeout_secs));
     let state = AppState {
         db,
         config: Arc::new(config),

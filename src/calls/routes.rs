@@ -2,13 +2,11 @@
 //! its transcript. Every route finds the run through its agent's owner, so
 //! another tenant's run is a 404 like a missing one.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use rusqlite::{params, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,7 +18,6 @@ use crate::admin::audit::{self, Entry};
 use crate::agents::{self, Agent};
 use crate::api_keys::{self, KeySource, Provider, ResolvedKey};
 use crate::auth::extract::CurrentUser;
-use crate::config::Config;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ClientInfo};
@@ -38,25 +35,13 @@ const CONTEXT_TURNS: usize = 40;
 /// that long is better ended and started afresh.
 const MAX_TURNS: usize = 400;
 
-/// The HTTP client for LLM calls and the time it allows.
-#[derive(Clone)]
-struct Llm {
-    client: reqwest::Client,
-    timeout_secs: u64,
-}
-
-pub fn router(config: &Config) -> Router<AppState> {
-    let llm = Llm {
-        client: llm::http_client(Duration::from_secs(config.llm_timeout_secs)),
-        timeout_secs: config.llm_timeout_secs,
-    };
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/web/start", post(web_start))
         .route("/web/message", post(web_message))
         .route("/web/end", post(web_end))
         .route("/run/{id}", get(get_run))
         .route("/transcript/{id}", get(get_transcript))
-        .layer(Extension(llm))
 }
 
 /// An id given in a JSON body: required, and a UUID (a 400 otherwise).
@@ -265,7 +250,6 @@ fn live_run(
 
 async fn web_message(
     State(state): State<AppState>,
-    Extension(llm_http): Extension<Llm>,
     current: CurrentUser,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<Response> {
@@ -330,7 +314,7 @@ async fn web_message(
     };
     // A failure leaves the run as it was: in progress, without this
     // message, so the client may simply send it again.
-    let reply = llm::chat(&llm_http.client, &target, &messages, llm_http.timeout_secs)
+    let reply = llm::chat(&state.http_client, &target, &messages, state.config.llm_timeout_secs)
         .await
         .map_err(|e| {
             tracing::warn!(run_id = %run_id, provider = %plan.provider, error = %e, "LLM request failed");

@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/auth", crate::auth::routes::router())
         .nest("/admin", crate::admin::routes::router())
         .nest("/agents", crate::agents::routes::router())
-        .nest("/calls", crate::calls::routes::router(&state.config))
+        .nest("/calls", crate::calls::routes::router())
         .nest("/api-keys", crate::api_keys::routes::router())
         .merge(crate::service_config::router())
         .merge(crate::api_keys::telephony::router())

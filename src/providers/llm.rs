@@ -17,30 +17,6 @@ const MAX_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
 /// one message costs the tenant.
 const MAX_REPLY_TOKENS: u32 = 512;
 
-/// Connecting is quick or not happening at all: a closed port or a dead host
-/// should fail fast even when the reply itself may take longer.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A client for provider calls: bounded in time, never following redirects
-/// (a redirect would carry the key to wherever it points).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    let built = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("voxflow/", env!("CARGO_PKG_VERSION")))
-        .build();
-    match built {
-        Ok(client) => client,
-        Err(err) => {
-            // Only a TLS backend that cannot start fails here; the default
-            // client reports the same problem on first use.
-            tracing::error!(%err, "cannot build the LLM HTTP client");
-            reqwest::Client::new()
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: String,
@@ -103,7 +79,11 @@ pub async fn chat(
         "max_tokens": MAX_REPLY_TOKENS,
         "stream": false,
     });
-    let mut request = client.post(completions_url(target.base_url)).json(&body);
+    // Replies may take longer than the client's default for provider calls.
+    let mut request = client
+        .post(completions_url(target.base_url))
+        .timeout(Duration::from_secs(timeout_secs))
+        .json(&body);
     if let Some(key) = target.api_key {
         request = request.bearer_auth(key);
     }

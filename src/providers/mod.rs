@@ -9,6 +9,31 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Connecting is quick or not happening at all: a closed port or a dead host
+/// should fail fast even when the reply itself may take longer.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one client for every provider call: bounded in time (a request may
+/// set a longer timeout of its own), never following redirects (a redirect
+/// would carry the key to wherever it points).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    let built = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("voxflow/", env!("CARGO_PKG_VERSION")))
+        .build();
+    match built {
+        Ok(client) => client,
+        Err(err) => {
+            // Only a TLS backend that cannot start fails here; the default
+            // client reports the same problem on first use.
+            tracing::error!(%err, "cannot build the provider HTTP client");
+            reqwest::Client::new()
+        }
+    }
+}
+
 /// What a provider said about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyCheck {
