@@ -1,5 +1,10 @@
-//! The admin area: users, limits and the audit log. Every change an admin
-//! makes is written to `admin_audit_logs` in the same transaction.
+//! The admin area: users, limits, agents, the audit log, platform analytics
+//! and CSV exports. Every change an admin makes is written to
+//! `admin_audit_logs` in the same transaction.
 
+mod agents;
+mod analytics;
 pub mod audit;
+mod export;
 pub mod routes;
+mod users;

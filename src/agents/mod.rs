@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::http::error::FieldError;
+use crate::http::error::{ApiError, FieldError};
 use crate::tiers::TIERS;
 
 /// The trigger's literal `RAISE` message (see migration 2).
@@ -210,6 +210,15 @@ fn kind(raw: &str, errors: &mut Vec<FieldError>) -> Option<String> {
         push(errors, "type", "must be INBOUND or OUTBOUND");
         None
     }
+}
+
+/// The `type` filter of the agent lists: `INBOUND` or `OUTBOUND`, in any case.
+pub fn type_filter(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut errors = Vec::new();
+    kind(raw, &mut errors)
+        .map(Some)
+        .ok_or_else(|| ApiError::fields(errors))
 }
 
 impl AgentInput {

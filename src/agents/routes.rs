@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{agent_from_row, owned_agent, upgrade_suggestion, Agent, AgentInput, LimitsInfo};
-use super::{is_limit_error, AGENT_COLUMNS};
+use super::{is_limit_error, type_filter, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
@@ -20,6 +20,7 @@ use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::http::pagination::Page;
+use crate::http::query::{given, Filters};
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -139,63 +140,30 @@ struct AgentListQuery {
     search: Option<String>,
 }
 
-/// `%text%` for `LIKE … ESCAPE '\'`, with the client's wildcards taken literally.
-fn like_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 async fn list_agents(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = vec!["a.user_id = ?1".to_string()];
-    let mut args = vec![SqlValue::Text(current.user.id)];
-    if let Some(kind) = q.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-        let kind = kind.to_ascii_uppercase();
-        if kind != "INBOUND" && kind != "OUTBOUND" {
-            return Err(ApiError::field("type", "must be INBOUND or OUTBOUND"));
-        }
-        args.push(SqlValue::Text(kind));
-        filters.push(format!("a.type = ?{}", args.len()));
+    let mut filters = Filters::new("a.user_id = ?1", vec![SqlValue::Text(current.user.id)]);
+    if let Some(kind) = type_filter(given(&q.kind))? {
+        filters.add("a.type = {}", SqlValue::Text(kind));
     }
-    if let Some(search) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        if search.chars().count() > 255 {
-            return Err(ApiError::field("search", "must be at most 255 characters"));
-        }
-        args.push(SqlValue::Text(like_pattern(search)));
-        filters.push(format!(
-            "(a.name LIKE ?{n} ESCAPE '\\' OR a.use_case LIKE ?{n} ESCAPE '\\')",
-            n = args.len()
-        ));
-    }
-    let where_sql = filters.join(" AND ");
+    filters.search(given(&q.search), &["a.name", "a.use_case"])?;
     let (agents, total) = state
         .db
         .read(move |c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM agents a WHERE {where_sql}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
-            args.push(SqlValue::Integer(page.limit()));
-            args.push(SqlValue::Integer(page.offset()));
-            let sql = format!(
-                "SELECT {AGENT_COLUMNS} FROM agents a WHERE {where_sql}
-                 ORDER BY a.created_at DESC, a.id LIMIT ?{} OFFSET ?{}",
-                args.len() - 1,
-                args.len()
-            );
-            let agents = c
-                .prepare(&sql)?
-                .query_map(params_from_iter(args.iter()), |r| agent_from_row(r, 0))?
-                .collect::<Result<Vec<Agent>, _>>()?;
-            Ok::<_, ApiError>((agents, total))
+            filters
+                .page_of(
+                    c,
+                    "agents a",
+                    AGENT_COLUMNS,
+                    "a.created_at DESC, a.id",
+                    page,
+                    |r| agent_from_row(r, 0),
+                )
+                .map_err(ApiError::from)
         })
         .await?;
     Ok(page.respond(agents, total))
@@ -348,40 +316,6 @@ struct RunListQuery {
     date_to: Option<String>,
 }
 
-/// A `YYYY-MM-DD` calendar date (2025-02-30 is not one).
-fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::field(field, "must be a date as YYYY-MM-DD");
-    let b = raw.as_bytes();
-    let shape = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if !shape {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| raw[r].parse::<u32>().map_err(|_| bad());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if d == 0 || d > days {
-        return Err(bad());
-    }
-    Ok(raw.to_string())
-}
-
-/// Optional query text, trimmed, with empty meaning absent.
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 async fn list_runs(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -390,8 +324,7 @@ async fn list_runs(
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
     let agent = find_agent(&state, current.user.id, id).await?;
-    let mut filters = vec!["r.agent_id = ?1".to_string()];
-    let mut args = vec![SqlValue::Text(agent.id)];
+    let mut filters = Filters::new("r.agent_id = ?1", vec![SqlValue::Text(agent.id)]);
     if let Some(status) = given(&q.status) {
         if !["in_progress", "completed", "failed"].contains(&status) {
             return Err(ApiError::field(
@@ -399,8 +332,7 @@ async fn list_runs(
                 "must be in_progress, completed or failed",
             ));
         }
-        args.push(SqlValue::Text(status.into()));
-        filters.push(format!("r.status = ?{}", args.len()));
+        filters.add("r.status = {}", SqlValue::Text(status.into()));
     }
     if let Some(d) = given(&q.disposition) {
         // Dispositions are an open list (telephony adds its own), so only
@@ -411,38 +343,17 @@ async fn list_runs(
                 "must be a disposition name such as user_hangup",
             ));
         }
-        args.push(SqlValue::Text(d.into()));
-        filters.push(format!("r.disposition = ?{}", args.len()));
+        filters.add("r.disposition = {}", SqlValue::Text(d.into()));
     }
     if let Some(kind) = given(&q.kind) {
         let kind = kind.to_ascii_uppercase();
         if kind != "WEB_CALL" && kind != "PHONE_CALL" {
             return Err(ApiError::field("type", "must be WEB_CALL or PHONE_CALL"));
         }
-        args.push(SqlValue::Text(kind));
-        filters.push(format!("r.type = ?{}", args.len()));
+        filters.add("r.type = {}", SqlValue::Text(kind));
     }
-    let from = given(&q.date_from)
-        .map(|d| check_date("date_from", d))
-        .transpose()?;
-    let to = given(&q.date_to)
-        .map(|d| check_date("date_to", d))
-        .transpose()?;
-    if let (Some(f), Some(t)) = (&from, &to) {
-        if f > t {
-            return Err(ApiError::field("date_to", "must not be before date_from"));
-        }
-    }
-    if let Some(f) = from {
-        args.push(SqlValue::Text(f));
-        filters.push(format!("r.created_at >= ?{}", args.len()));
-    }
-    if let Some(t) = to {
-        // Inclusive: every run of that UTC day.
-        args.push(SqlValue::Text(t));
-        filters.push(format!("r.created_at < date(?{}, '+1 day')", args.len()));
-    }
-    let where_sql = filters.join(" AND ");
+    filters.date_range("r.created_at", &q.date_from, &q.date_to)?;
+    let where_sql = filters.sql();
     let (runs, summary) = state
         .db
         .read(move |c| {
@@ -456,7 +367,7 @@ async fn list_runs(
                             round(coalesce(sum(r.groq_tokens), 0), 2)
                      FROM agent_runs r WHERE {where_sql}"
                 ),
-                params_from_iter(args.iter()),
+                params_from_iter(filters.args.iter()),
                 |r| {
                     Ok(json!({
                         "total_runs": r.get::<_, i64>(0)?,
@@ -470,13 +381,10 @@ async fn list_runs(
                     }))
                 },
             )?;
-            args.push(SqlValue::Integer(page.limit()));
-            args.push(SqlValue::Integer(page.offset()));
+            let (args, paged) = filters.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM agent_runs r WHERE {where_sql}
-                 ORDER BY r.created_at DESC, r.id LIMIT ?{} OFFSET ?{}",
-                args.len() - 1,
-                args.len()
+                 ORDER BY r.created_at DESC, r.id {paged}"
             );
             let runs = c
                 .prepare(&sql)?
@@ -496,32 +404,4 @@ async fn list_runs(
         })),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_real_calendar_days() {
-        assert!(check_date("d", "2024-02-29").is_ok());
-        assert!(check_date("d", "2025-12-31").is_ok());
-        for bad in [
-            "2025-02-29",
-            "2025-13-01",
-            "2025-00-10",
-            "2025-04-31",
-            "2025-1-01",
-            "25-01-01xx",
-            "2025/01/01",
-            "+025-01-01",
-        ] {
-            assert!(check_date("d", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn wildcards_are_taken_literally() {
-        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
-    }
 }

@@ -1,8 +1,10 @@
 //! Router assembly, layers, health checks and the embedded web UI.
 
+pub mod csv;
 pub mod error;
 pub mod extract;
 pub mod pagination;
+pub mod query;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -263,6 +263,16 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::GET, "/api/admin/users"),
         (Method::PUT, "/api/admin/users/{id}/limits"),
         (Method::POST, "/api/admin/users/{id}/toggle-status"),
+        (Method::GET, "/api/admin/users/{id}"),
+        (Method::GET, "/api/admin/agents"),
+        (Method::GET, "/api/admin/subscription-tiers"),
+        (Method::GET, "/api/admin/audit-logs"),
+        (Method::GET, "/api/admin/analytics/overview"),
+        (Method::GET, "/api/admin/analytics/user-growth"),
+        (Method::GET, "/api/admin/analytics/usage"),
+        (Method::GET, "/api/admin/analytics/revenue"),
+        (Method::GET, "/api/admin/analytics/system-health"),
+        (Method::GET, "/api/admin/analytics/export/{id}"),
         (Method::DELETE, "/api/admin/users/{id}"),
     ];
     sweep(&app, &admin, &admin_routes, &[victim]).await;

@@ -1,3 +1,4 @@
+mod admin;
 mod agents;
 mod auth;
 mod calls;

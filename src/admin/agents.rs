@@ -1,0 +1,69 @@
+//! `/api/admin/agents`: every tenant's agents with their owner.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use rusqlite::types::Value as SqlValue;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::agents::{agent_from_row, type_filter, AGENT_COLUMNS};
+use crate::auth::extract::AdminUser;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::ApiQuery;
+use crate::http::pagination::Page;
+use crate::http::query::{given, uuid_param, Filters};
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/agents", get(list_agents))
+}
+
+#[derive(Deserialize)]
+struct AdminAgentQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    search: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    user_id: Option<String>,
+}
+
+async fn list_agents(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiQuery(q): ApiQuery<AdminAgentQuery>,
+) -> ApiResult<Response> {
+    let page = Page::new(q.page, q.limit)?;
+    let mut filters = Filters::new("1 = 1", Vec::new());
+    if let Some(kind) = type_filter(given(&q.kind))? {
+        filters.add("a.type = {}", SqlValue::Text(kind));
+    }
+    if let Some(user_id) = uuid_param("user_id", &q.user_id)? {
+        filters.add("a.user_id = {}", SqlValue::Text(user_id));
+    }
+    filters.search(given(&q.search), &["a.name", "a.use_case", "u.email"])?;
+    let (rows, total) = state
+        .db
+        .read(move |c| {
+            filters
+                .page_of(
+                    c,
+                    "agents a JOIN users u ON u.id = a.user_id",
+                    &format!("{AGENT_COLUMNS}, u.email"),
+                    "a.created_at DESC, a.id",
+                    page,
+                    |r| {
+                        let agent = agent_from_row(r, 0)?;
+                        let mut v = serde_json::to_value(&agent).unwrap_or_default();
+                        v["owner"] =
+                            json!({ "id": agent.user_id, "email": r.get::<_, String>(8)? });
+                        Ok(v)
+                    },
+                )
+                .map_err(ApiError::from)
+        })
+        .await?;
+    Ok(page.respond(rows, total))
+}

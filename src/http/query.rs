@@ -1,0 +1,213 @@
+//! Helpers for query-string filters shared by the list endpoints: optional
+//! text, calendar dates, `LIKE` patterns and the `WHERE` clause they build.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, Row};
+
+use super::error::ApiError;
+use super::pagination::Page;
+
+/// Optional query text, trimmed, with empty meaning absent.
+pub fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A `YYYY-MM-DD` calendar date (2025-02-30 is not one).
+pub fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::field(field, "must be a date as YYYY-MM-DD");
+    let b = raw.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| raw[r].parse::<u32>().map_err(|_| bad());
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(raw.to_string())
+}
+
+/// A query parameter holding an id; anything but a UUID names the parameter.
+pub fn uuid_param(field: &str, raw: &Option<String>) -> Result<Option<String>, ApiError> {
+    given(raw)
+        .map(|s| {
+            uuid::Uuid::parse_str(s)
+                .map(|u| u.to_string())
+                .map_err(|_| ApiError::field(field, "must be a UUID"))
+        })
+        .transpose()
+}
+
+/// `%text%` for `LIKE … ESCAPE '\'`, with the client's wildcards taken literally.
+pub fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// A `WHERE` clause and its arguments, built condition by condition so that
+/// client text only ever travels as a bound parameter.
+pub struct Filters {
+    clauses: Vec<String>,
+    pub args: Vec<SqlValue>,
+}
+
+impl Filters {
+    /// Starts with `first` (e.g. the tenant's `user_id = ?1`) and its arguments.
+    pub fn new(first: &str, args: Vec<SqlValue>) -> Filters {
+        Filters {
+            clauses: vec![first.to_string()],
+            args,
+        }
+    }
+
+    /// Adds `clause`, in which every `{}` stands for the parameter `value`.
+    pub fn add(&mut self, clause: &str, value: SqlValue) {
+        self.args.push(value);
+        self.clauses
+            .push(clause.replace("{}", &format!("?{}", self.args.len())));
+    }
+
+    /// A search for `text` (at most 255 characters) in any of `columns`.
+    pub fn search(&mut self, text: Option<&str>, columns: &[&str]) -> Result<(), ApiError> {
+        let Some(text) = text else { return Ok(()) };
+        if text.chars().count() > 255 {
+            return Err(ApiError::field("search", "must be at most 255 characters"));
+        }
+        let any = columns
+            .iter()
+            .map(|c| format!("{c} LIKE {{}} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        self.add(&format!("({any})"), SqlValue::Text(like_pattern(text)));
+        Ok(())
+    }
+
+    /// `date_from` and `date_to` (`YYYY-MM-DD`, UTC, both inclusive) on
+    /// `column`, a timestamp; a range running backwards names `date_to`.
+    pub fn date_range(
+        &mut self,
+        column: &str,
+        from: &Option<String>,
+        to: &Option<String>,
+    ) -> Result<(), ApiError> {
+        let from = given(from)
+            .map(|d| check_date("date_from", d))
+            .transpose()?;
+        let to = given(to).map(|d| check_date("date_to", d)).transpose()?;
+        if let (Some(f), Some(t)) = (&from, &to) {
+            if f > t {
+                return Err(ApiError::field("date_to", "must not be before date_from"));
+            }
+        }
+        if let Some(f) = from {
+            self.add(&format!("{column} >= {{}}"), SqlValue::Text(f));
+        }
+        if let Some(t) = to {
+            // Inclusive: everything of that UTC day.
+            self.add(
+                &format!("{column} < date({{}}, '+1 day')"),
+                SqlValue::Text(t),
+            );
+        }
+        Ok(())
+    }
+
+    /// The conditions joined with `AND`.
+    pub fn sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    /// How many rows of `from` match, and one page of them in `order`,
+    /// reading `columns` of each with `map`.
+    pub fn page_of<T>(
+        &self,
+        c: &Connection,
+        from: &str,
+        columns: &str,
+        order: &str,
+        page: Page,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<(Vec<T>, i64)> {
+        let where_sql = self.sql();
+        let total: i64 = c.query_row(
+            &format!("SELECT count(*) FROM {from} WHERE {where_sql}"),
+            params_from_iter(self.args.iter()),
+            |r| r.get(0),
+        )?;
+        let (args, paged) = self.paged(page.limit(), page.offset());
+        let rows = c
+            .prepare(&format!(
+                "SELECT {columns} FROM {from} WHERE {where_sql} ORDER BY {order} {paged}"
+            ))?
+            .query_map(params_from_iter(args.iter()), map)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// The arguments followed by `LIMIT` and `OFFSET`, and the SQL naming
+    /// those two parameters.
+    pub fn paged(&self, limit: i64, offset: i64) -> (Vec<SqlValue>, String) {
+        let mut all = self.args.clone();
+        all.push(SqlValue::Integer(limit));
+        all.push(SqlValue::Integer(offset));
+        let sql = format!("LIMIT ?{} OFFSET ?{}", all.len() - 1, all.len());
+        (all, sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_real_calendar_days() {
+        assert!(check_date("d", "2024-02-29").is_ok());
+        assert!(check_date("d", "2025-12-31").is_ok());
+        for bad in [
+            "2025-02-29",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-04-31",
+            "2025-1-01",
+            "25-01-01xx",
+            "2025/01/01",
+            "+025-01-01",
+        ] {
+            assert!(check_date("d", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_taken_literally() {
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn filters_number_their_parameters() {
+        let mut f = Filters::new("a.user_id = ?1", vec![SqlValue::Text("u".into())]);
+        f.add("a.type = {}", SqlValue::Text("INBOUND".into()));
+        f.search(Some("x"), &["a.name", "a.use_case"]).unwrap();
+        assert_eq!(
+            f.sql(),
+            "a.user_id = ?1 AND a.type = ?2 AND (a.name LIKE ?3 ESCAPE '\\' OR a.use_case LIKE ?3 ESCAPE '\\')"
+        );
+        assert_eq!(f.paged(20, 0).1, "LIMIT ?4 OFFSET ?5");
+    }
+}
