@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod pagination;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(openapi_json))
         .nest("/auth", crate::auth::routes::router())
         .nest("/admin", crate::admin::routes::router())
         .nest("/agents", crate::agents::routes::router())
@@ -176,6 +178,10 @@ async fn health(State(s): State<AppState>) -> Response {
         .with("data", body)
         .into_response()
     }
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi::document()).into_response()
 }
 
 async fn liveness() -> Response {

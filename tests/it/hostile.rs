@@ -160,6 +160,23 @@ async fn probe(
 /// Hits `routes` with every body (for writes), every bad id and the given
 /// real ids (for `{id}` routes), and hostile query strings (for reads).
 async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[String]) {
+    // Every route swept is one the OpenAPI document describes (a `{…}`
+    // segment there stands for any value here).
+    let documented = |method: &Method, path: &str| {
+        voxflow::http::openapi::ENDPOINTS.iter().any(|e| {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (e.path.split('/').collect(), path.split('/').collect());
+            e.method.eq_ignore_ascii_case(method.as_str())
+                && a.len() == b.len()
+                && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
+        })
+    };
+    for (method, template) in routes {
+        assert!(
+            documented(method, template),
+            "{method} {template} is missing from the OpenAPI document"
+        );
+    }
     let bodies = bodies();
     let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
     all_ids.extend(ids.iter().cloned());

@@ -7,4 +7,5 @@ mod durability;
 mod hostile;
 mod http;
 mod keys;
+mod openapi;
 mod schema;
