@@ -8,3 +8,4 @@ mod hostile;
 mod http;
 mod keys;
 mod schema;
+mod usage;
