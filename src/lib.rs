@@ -16,6 +16,7 @@ pub mod http;
 pub mod providers;
 pub mod service_config;
 pub mod tiers;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

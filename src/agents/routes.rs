@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rusqlite::{params, params_from_iter, types::Value as SqlValue, TransactionBehavior};
+use rusqlite::{params, params_from_iter, TransactionBehavior};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -139,57 +140,43 @@ struct AgentListQuery {
     search: Option<String>,
 }
 
-/// `%text%` for `LIKE … ESCAPE '\'`, with the client's wildcards taken literally.
-fn like_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 async fn list_agents(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = vec!["a.user_id = ?1".to_string()];
-    let mut args = vec![SqlValue::Text(current.user.id)];
-    if let Some(kind) = q.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+    let mut filter = SqlFilter::default();
+    filter.add("a.user_id = ?", current.user.id);
+    if let Some(kind) = given(&q.kind) {
         let kind = kind.to_ascii_uppercase();
         if kind != "INBOUND" && kind != "OUTBOUND" {
             return Err(ApiError::field("type", "must be INBOUND or OUTBOUND"));
         }
-        args.push(SqlValue::Text(kind));
-        filters.push(format!("a.type = ?{}", args.len()));
+        filter.add("a.type = ?", kind);
     }
-    if let Some(search) = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(search) = given(&q.search) {
         if search.chars().count() > 255 {
             return Err(ApiError::field("search", "must be at most 255 characters"));
         }
-        args.push(SqlValue::Text(like_pattern(search)));
-        filters.push(format!(
-            "(a.name LIKE ?{n} ESCAPE '\\' OR a.use_case LIKE ?{n} ESCAPE '\\')",
-            n = args.len()
-        ));
+        filter.add(
+            "(a.name LIKE ? ESCAPE '\\' OR a.use_case LIKE ? ESCAPE '\\')",
+            like_pattern(search),
+        );
     }
-    let where_sql = filters.join(" AND ");
+    let where_sql = filter.where_sql();
     let (agents, total) = state
         .db
         .read(move |c| {
             let total: i64 = c.query_row(
                 &format!("SELECT count(*) FROM agents a WHERE {where_sql}"),
-                params_from_iter(args.iter()),
+                params_from_iter(filter.args.iter()),
                 |r| r.get(0),
             )?;
-            args.push(SqlValue::Integer(page.limit()));
-            args.push(SqlValue::Integer(page.offset()));
+            let (args, paging) = filter.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {AGENT_COLUMNS} FROM agents a WHERE {where_sql}
-                 ORDER BY a.created_at DESC, a.id LIMIT ?{} OFFSET ?{}",
-                args.len() - 1,
-                args.len()
+                 ORDER BY a.created_at DESC, a.id {paging}"
             );
             let agents = c
                 .prepare(&sql)?
@@ -201,7 +188,7 @@ async fn list_agents(
     Ok(page.respond(agents, total))
 }
 
-async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResult<Agent> {
+pub async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResult<Agent> {
     let id = id.to_string();
     state
         .db
@@ -348,40 +335,6 @@ struct RunListQuery {
     date_to: Option<String>,
 }
 
-/// A `YYYY-MM-DD` calendar date (2025-02-30 is not one).
-fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::field(field, "must be a date as YYYY-MM-DD");
-    let b = raw.as_bytes();
-    let shape = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if !shape {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| raw[r].parse::<u32>().map_err(|_| bad());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if d == 0 || d > days {
-        return Err(bad());
-    }
-    Ok(raw.to_string())
-}
-
-/// Optional query text, trimmed, with empty meaning absent.
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 async fn list_runs(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -390,8 +343,8 @@ async fn list_runs(
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
     let agent = find_agent(&state, current.user.id, id).await?;
-    let mut filters = vec!["r.agent_id = ?1".to_string()];
-    let mut args = vec![SqlValue::Text(agent.id)];
+    let mut filter = SqlFilter::default();
+    filter.add("r.agent_id = ?", agent.id);
     if let Some(status) = given(&q.status) {
         if !["in_progress", "completed", "failed"].contains(&status) {
             return Err(ApiError::field(
@@ -399,50 +352,20 @@ async fn list_runs(
                 "must be in_progress, completed or failed",
             ));
         }
-        args.push(SqlValue::Text(status.into()));
-        filters.push(format!("r.status = ?{}", args.len()));
+        filter.add("r.status = ?", status.to_string());
     }
     if let Some(d) = given(&q.disposition) {
-        // Dispositions are an open list (telephony adds its own), so only
-        // their shape is checked.
-        if d.len() > 100 || !d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(ApiError::field(
-                "disposition",
-                "must be a disposition name such as user_hangup",
-            ));
-        }
-        args.push(SqlValue::Text(d.into()));
-        filters.push(format!("r.disposition = ?{}", args.len()));
+        filter.add("r.disposition = ?", check_disposition(d)?);
     }
     if let Some(kind) = given(&q.kind) {
         let kind = kind.to_ascii_uppercase();
         if kind != "WEB_CALL" && kind != "PHONE_CALL" {
             return Err(ApiError::field("type", "must be WEB_CALL or PHONE_CALL"));
         }
-        args.push(SqlValue::Text(kind));
-        filters.push(format!("r.type = ?{}", args.len()));
+        filter.add("r.type = ?", kind);
     }
-    let from = given(&q.date_from)
-        .map(|d| check_date("date_from", d))
-        .transpose()?;
-    let to = given(&q.date_to)
-        .map(|d| check_date("date_to", d))
-        .transpose()?;
-    if let (Some(f), Some(t)) = (&from, &to) {
-        if f > t {
-            return Err(ApiError::field("date_to", "must not be before date_from"));
-        }
-    }
-    if let Some(f) = from {
-        args.push(SqlValue::Text(f));
-        filters.push(format!("r.created_at >= ?{}", args.len()));
-    }
-    if let Some(t) = to {
-        // Inclusive: every run of that UTC day.
-        args.push(SqlValue::Text(t));
-        filters.push(format!("r.created_at < date(?{}, '+1 day')", args.len()));
-    }
-    let where_sql = filters.join(" AND ");
+    filter.dates("r.created_at", &q.date_from, &q.date_to)?;
+    let where_sql = filter.where_sql();
     let (runs, summary) = state
         .db
         .read(move |c| {
@@ -456,7 +379,7 @@ async fn list_runs(
                             round(coalesce(sum(r.groq_tokens), 0), 2)
                      FROM agent_runs r WHERE {where_sql}"
                 ),
-                params_from_iter(args.iter()),
+                params_from_iter(filter.args.iter()),
                 |r| {
                     Ok(json!({
                         "total_runs": r.get::<_, i64>(0)?,
@@ -470,13 +393,10 @@ async fn list_runs(
                     }))
                 },
             )?;
-            args.push(SqlValue::Integer(page.limit()));
-            args.push(SqlValue::Integer(page.offset()));
+            let (args, paging) = filter.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM agent_runs r WHERE {where_sql}
-                 ORDER BY r.created_at DESC, r.id LIMIT ?{} OFFSET ?{}",
-                args.len() - 1,
-                args.len()
+                 ORDER BY r.created_at DESC, r.id {paging}"
             );
             let runs = c
                 .prepare(&sql)?
@@ -496,32 +416,4 @@ async fn list_runs(
         })),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_real_calendar_days() {
-        assert!(check_date("d", "2024-02-29").is_ok());
-        assert!(check_date("d", "2025-12-31").is_ok());
-        for bad in [
-            "2025-02-29",
-            "2025-13-01",
-            "2025-00-10",
-            "2025-04-31",
-            "2025-1-01",
-            "25-01-01xx",
-            "2025/01/01",
-            "+025-01-01",
-        ] {
-            assert!(check_date("d", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn wildcards_are_taken_literally() {
-        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
-    }
 }

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod filters;
 pub mod openapi;
 pub mod pagination;
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api-keys", crate::api_keys::routes::router())
         .merge(crate::service_config::router())
         .merge(crate::api_keys::telephony::router())
+        .merge(crate::usage::routes::router())
         .fallback(api_not_found);
     Router::new()
         .route("/health", get(health))

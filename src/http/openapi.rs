@@ -70,6 +70,12 @@ const SERVICE_BODY: &[Field] = &[
     ("stt_model", "string", false),
 ];
 
+const REPORT_QUERY: &[Field] = &[
+    ("date", "string", true),
+    ("agent_id", "string", false),
+    ("timezone", "string", false),
+];
+
 use Access::{Admin, Public, User};
 
 pub const ENDPOINTS: &[Endpoint] = &[
@@ -323,6 +329,53 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "api-keys",
         "Ask the provider whether the key works",
         User,
+    ),
+    ep(
+        "get",
+        "/api/usage/dashboard",
+        "usage",
+        "This month's usage, warning, daily series, agent limit",
+        User,
+    ),
+    with_query(
+        ep(
+            "get",
+            "/api/usage/history",
+            "usage",
+            "Own runs with filters",
+            User,
+        ),
+        &[
+            PAGE[0],
+            PAGE[1],
+            ("agent_id", "string", false),
+            ("phone", "string", false),
+            ("disposition", "string", false),
+            ("date_from", "string", false),
+            ("date_to", "string", false),
+            ("min_duration", "integer", false),
+            ("max_duration", "integer", false),
+        ],
+    ),
+    with_query(
+        ep(
+            "get",
+            "/api/reports/daily",
+            "reports",
+            "One local day's completed runs, summarised",
+            User,
+        ),
+        REPORT_QUERY,
+    ),
+    with_query(
+        ep(
+            "get",
+            "/api/reports/download",
+            "reports",
+            "The same runs as CSV",
+            User,
+        ),
+        REPORT_QUERY,
     ),
     with_query(
         ep(

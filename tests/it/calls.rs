@@ -126,7 +126,7 @@ async fn app_with(stub: &LlmStub) -> TestApp {
     .await
 }
 
-async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
+pub async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
     let (status, body) = post(
         app,
         "/api/calls/web/start",
@@ -153,7 +153,12 @@ async fn say(
     .await
 }
 
-async fn end(app: &TestApp, who: &Tenant, run: &str, extra: Value) -> (reqwest::StatusCode, Value) {
+pub async fn end(
+    app: &TestApp,
+    who: &Tenant,
+    run: &str,
+    extra: Value,
+) -> (reqwest::StatusCode, Value) {
     let mut body = json!({ "run_id": run });
     if let Value::Object(m) = extra {
         body.as_object_mut().unwrap().extend(m);
@@ -162,7 +167,7 @@ async fn end(app: &TestApp, who: &Tenant, run: &str, extra: Value) -> (reqwest::
 }
 
 /// Moves a run's start back, as if the call had lasted `secs` so far.
-fn backdate_start(app: &TestApp, run: &str, secs: i64) {
+pub fn backdate_start(app: &TestApp, run: &str, secs: i64) {
     db(app)
         .execute(
             "UPDATE agent_runs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
@@ -172,7 +177,7 @@ fn backdate_start(app: &TestApp, run: &str, secs: i64) {
 }
 
 /// The whole-cent tokens of a `secs` call: round(secs × 0.013, 2).
-fn tokens_for(secs: i64) -> f64 {
+pub fn tokens_for(secs: i64) -> f64 {
     ((secs * 13 + 5) / 10) as f64 / 100.0
 }
 

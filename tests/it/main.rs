@@ -9,3 +9,4 @@ mod http;
 mod keys;
 mod openapi;
 mod schema;
+mod usage;

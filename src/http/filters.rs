@@ -1,0 +1,166 @@
+//! Query-string filters shared by the list endpoints: optional text, dates,
+//! dispositions, `LIKE` patterns, and the `WHERE` clause they build.
+
+use rusqlite::types::Value as SqlValue;
+
+use super::error::ApiError;
+
+/// Optional query text, trimmed, with empty meaning absent.
+pub fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A `YYYY-MM-DD` calendar date (2025-02-30 is not one).
+pub fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::field(field, "must be a date as YYYY-MM-DD");
+    let b = raw.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| raw[r].parse::<u32>().map_err(|_| bad());
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(raw.to_string())
+}
+
+/// A disposition to filter on. Dispositions are an open list (telephony adds
+/// its own), so only their shape is checked.
+pub fn check_disposition(raw: &str) -> Result<String, ApiError> {
+    if raw.len() > 100 || !raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(ApiError::field(
+            "disposition",
+            "must be a disposition name such as user_hangup",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+/// `%text%` for `LIKE … ESCAPE '\'`, with the client's wildcards taken literally.
+pub fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// The conditions of a `WHERE` clause and their numbered parameters.
+#[derive(Debug, Default)]
+pub struct SqlFilter {
+    clauses: Vec<String>,
+    pub args: Vec<SqlValue>,
+}
+
+impl SqlFilter {
+    /// Adds `clause`, each `?` in it standing for `value` (so one value can
+    /// appear twice, as in `a LIKE ? OR b LIKE ?`).
+    pub fn add(&mut self, clause: &str, value: impl Into<SqlValue>) {
+        self.args.push(value.into());
+        let n = format!("?{}", self.args.len());
+        self.clauses.push(clause.replace('?', &n));
+    }
+
+    /// `date_from` and `date_to` (`YYYY-MM-DD`, UTC, both inclusive) on the
+    /// timestamp `column`; a range that ends before it starts is a 400.
+    pub fn dates(
+        &mut self,
+        column: &str,
+        date_from: &Option<String>,
+        date_to: &Option<String>,
+    ) -> Result<(), ApiError> {
+        let from = given(date_from)
+            .map(|d| check_date("date_from", d))
+            .transpose()?;
+        let to = given(date_to)
+            .map(|d| check_date("date_to", d))
+            .transpose()?;
+        if let (Some(f), Some(t)) = (&from, &to) {
+            if f > t {
+                return Err(ApiError::field("date_to", "must not be before date_from"));
+            }
+        }
+        if let Some(f) = from {
+            self.add(&format!("{column} >= ?"), f);
+        }
+        if let Some(t) = to {
+            // Inclusive: every instant of that UTC day.
+            self.add(&format!("{column} < date(?, '+1 day')"), t);
+        }
+        Ok(())
+    }
+
+    /// The conditions joined with `AND`.
+    pub fn where_sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    /// The parameters followed by `LIMIT` and `OFFSET`, and the placeholders
+    /// naming those two.
+    pub fn paged(&self, limit: i64, offset: i64) -> (Vec<SqlValue>, String) {
+        let mut args = self.args.clone();
+        args.push(SqlValue::Integer(limit));
+        args.push(SqlValue::Integer(offset));
+        let n = args.len();
+        (args, format!("LIMIT ?{} OFFSET ?{n}", n - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_real_calendar_days() {
+        assert!(check_date("d", "2024-02-29").is_ok());
+        assert!(check_date("d", "2025-12-31").is_ok());
+        for bad in [
+            "2025-02-29",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-04-31",
+            "2025-1-01",
+            "25-01-01xx",
+            "2025/01/01",
+            "+025-01-01",
+        ] {
+            assert!(check_date("d", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_taken_literally() {
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        let mut f = SqlFilter::default();
+        f.add("a = ?", "x".to_string());
+        f.add("(b LIKE ? OR c LIKE ?)", "y".to_string());
+        assert_eq!(f.where_sql(), "a = ?1 AND (b LIKE ?2 OR c LIKE ?2)");
+        let (args, tail) = f.paged(20, 40);
+        assert_eq!(args.len(), 4);
+        assert_eq!(tail, "LIMIT ?3 OFFSET ?4");
+        let mut f = SqlFilter::default();
+        let err = f
+            .dates("t", &Some("2025-02-02".into()), &Some("2025-02-01".into()))
+            .unwrap_err();
+        assert_eq!(err.errors[0].field, "date_to");
+    }
+}
