@@ -31,9 +31,9 @@ enum Mode {
 
 /// One request the stand-in received.
 #[derive(Debug, Clone)]
-struct Seen {
-    authorization: Option<String>,
-    body: Value,
+pub struct Seen {
+    pub authorization: Option<String>,
+    pub body: Value,
 }
 
 #[derive(Default)]
@@ -42,9 +42,9 @@ struct StubState {
     seen: Mutex<Vec<Seen>>,
 }
 
-struct LlmStub {
+pub struct LlmStub {
     /// `http://127.0.0.1:PORT/v1`, the base URL to configure.
-    base: String,
+    pub base: String,
     state: Arc<StubState>,
 }
 
@@ -92,7 +92,7 @@ async fn completions(
 }
 
 impl LlmStub {
-    async fn start() -> LlmStub {
+    pub async fn start() -> LlmStub {
         let state = Arc::new(StubState::default());
         let app = Router::new()
             .route("/v1/chat/completions", routing::post(completions))
@@ -110,7 +110,7 @@ impl LlmStub {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 }

@@ -9,4 +9,5 @@ mod http;
 mod keys;
 mod openapi;
 mod schema;
+mod ui;
 mod usage;
