@@ -93,6 +93,17 @@ function onSubmit(form, out, action) {
   });
 }
 
+// A click handler that reports a failure in `out`.
+function guarded(out, fn) {
+  return async () => {
+    try {
+      await fn();
+    } catch (e) {
+      say(out, e.message);
+    }
+  };
+}
+
 function page(title, ...content) {
   view.replaceChildren(h("h1", { text: title }), ...content);
 }
@@ -175,15 +186,11 @@ async function showAgents() {
               type: "button",
               class: "danger",
               text: "Delete",
-              onclick: async () => {
+              onclick: guarded(out, async () => {
                 if (!confirm(`Delete ${a.name} and its runs?`)) return;
-                try {
-                  await api("DELETE", `/api/agents/${a.id}`);
-                  await refresh();
-                } catch (e) {
-                  say(out, e.message);
-                }
-              },
+                await api("DELETE", `/api/agents/${a.id}`);
+                await refresh();
+              }),
             }),
           ),
         ),
@@ -310,14 +317,10 @@ async function showKeys() {
               class: "secondary",
               text: "Test",
               disabled: !s.configured,
-              onclick: async () => {
-                try {
-                  const r = (await api("POST", `/api/api-keys/${p}/test`)).data;
-                  say(out, `${p}: ${r.message}`, r.valid);
-                } catch (e) {
-                  say(out, e.message);
-                }
-              },
+              onclick: guarded(out, async () => {
+                const r = (await api("POST", `/api/api-keys/${p}/test`)).data;
+                say(out, `${p}: ${r.message}`, r.valid);
+              }),
             }),
             " ",
             s.source === "user"
@@ -325,14 +328,10 @@ async function showKeys() {
                   type: "button",
                   class: "danger",
                   text: "Delete",
-                  onclick: async () => {
-                    try {
-                      await api("DELETE", `/api/api-keys/${p}`);
-                      await refresh();
-                    } catch (e) {
-                      say(out, e.message);
-                    }
-                  },
+                  onclick: guarded(out, async () => {
+                    await api("DELETE", `/api/api-keys/${p}`);
+                    await refresh();
+                  }),
                 })
               : null,
           ),
@@ -489,14 +488,10 @@ async function showAdmin() {
                   type: "button",
                   class: u.is_active ? "danger" : "secondary",
                   text: u.is_active ? "Deactivate" : "Activate",
-                  onclick: async () => {
-                    try {
-                      await api("POST", `/api/admin/users/${u.id}/toggle-status`, { is_active: !u.is_active });
-                      await refresh();
-                    } catch (e) {
-                      say(out, e.message);
-                    }
-                  },
+                  onclick: guarded(out, async () => {
+                    await api("POST", `/api/admin/users/${u.id}/toggle-status`, { is_active: !u.is_active });
+                    await refresh();
+                  }),
                 }),
           ),
         ),
