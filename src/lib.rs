@@ -16,6 +16,7 @@ pub mod http;
 pub mod providers;
 pub mod service_config;
 pub mod tiers;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +77,11 @@ async fn open_vault(db: &Db, config: &Config) -> Result<master::Unlocked, StartE
 /// Opens the database in `config`'s data folder and brings it to the latest
 /// schema.
 pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport), DbError> {
-    let db = Db::open(&config.data.db_path(), usize::from(config.db_readers))?;
+    // Opening runs pragmas on every connection: off the async workers too.
+    let (path, readers) = (config.data.db_path(), usize::from(config.db_readers));
+    let db = tokio::task::spawn_blocking(move || Db::open(&path, readers))
+        .await
+        .map_err(|_| DbError::WorkerGone)??;
     let backups: PathBuf = config::backup_dir(&config.data.data_dir);
     let report = db.write(move |c| migrate::up(c, &backups)).await?;
     Ok((db, report))

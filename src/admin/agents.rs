@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use rusqlite::types::Value as SqlValue;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -12,8 +12,8 @@ use crate::agents::{agent_from_row, type_filter, AGENT_COLUMNS};
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
+use crate::http::filters::{given, uuid_param, SqlFilter};
 use crate::http::pagination::Page;
-use crate::http::query::{given, uuid_param, Filters};
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -36,12 +36,12 @@ async fn list_agents(
     ApiQuery(q): ApiQuery<AdminAgentQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = Filters::new("1 = 1", Vec::new());
+    let mut filters = SqlFilter::default();
     if let Some(kind) = type_filter(given(&q.kind))? {
-        filters.add("a.type = {}", SqlValue::Text(kind));
+        filters.add("a.type = ?", kind);
     }
     if let Some(user_id) = uuid_param("user_id", &q.user_id)? {
-        filters.add("a.user_id = {}", SqlValue::Text(user_id));
+        filters.add("a.user_id = ?", user_id);
     }
     filters.search(given(&q.search), &["a.name", "a.use_case", "u.email"])?;
     let (rows, total) = state

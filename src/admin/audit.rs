@@ -5,15 +5,15 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use rusqlite::{params, types::Value as SqlValue, Connection, Row};
+use rusqlite::{params, Connection, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, ClientInfo};
+use crate::http::filters::{given, uuid_param, SqlFilter};
 use crate::http::pagination::Page;
-use crate::http::query::{given, uuid_param, Filters};
 use crate::http::AppState;
 
 pub struct Entry<'a> {
@@ -98,7 +98,7 @@ async fn list(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = Filters::new("1 = 1", Vec::new());
+    let mut filters = SqlFilter::default();
     if let Some(action) = given(&q.action) {
         // Action names are verb_noun identifiers.
         if action.len() > 100 || !action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
@@ -107,15 +107,15 @@ async fn list(
                 "must be an action name such as update_user_limits",
             ));
         }
-        filters.add("l.action = {}", SqlValue::Text(action.into()));
+        filters.add("l.action = ?", action.to_string());
     }
     if let Some(id) = uuid_param("admin_user_id", &q.admin_user_id)? {
-        filters.add("l.admin_user_id = {}", SqlValue::Text(id));
+        filters.add("l.admin_user_id = ?", id);
     }
     if let Some(id) = uuid_param("target_user_id", &q.target_user_id)? {
-        filters.add("l.target_user_id = {}", SqlValue::Text(id));
+        filters.add("l.target_user_id = ?", id);
     }
-    filters.date_range("l.created_at", &q.date_from, &q.date_to)?;
+    filters.dates("l.created_at", &q.date_from, &q.date_to)?;
     let (rows, total) = state
         .db
         .read(move |c| {

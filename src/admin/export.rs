@@ -137,7 +137,7 @@ async fn export(
         .db
         .read(move |c| {
             let mut csv = Csv::default();
-            csv.row(header.iter());
+            csv.row(header);
             let mut stmt = c.prepare(&format!("{sql} LIMIT ?1"))?;
             let mut rows = stmt.query([EXPORT_MAX_ROWS + 1])?;
             let mut n = 0;
@@ -151,7 +151,7 @@ async fn export(
                 let cells = (0..header.len())
                     .map(|i| row.get_ref(i).map(cell_text))
                     .collect::<Result<Vec<_>, _>>()?;
-                csv.row(cells);
+                csv.row(&cells);
             }
             let day: String = c.query_row("SELECT date('now')", [], |r| r.get(0))?;
             Ok::<_, ApiError>((csv, truncated, day))

@@ -18,8 +18,8 @@ use crate::auth::store::{self, USER_COLUMNS};
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::filters::{given, SqlFilter};
 use crate::http::pagination::Page;
-use crate::http::query::{given, Filters};
 use crate::http::AppState;
 use crate::tiers;
 
@@ -58,21 +58,21 @@ async fn list_users(
     ApiQuery(q): ApiQuery<UserListQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = Filters::new("1 = 1", Vec::new());
+    let mut filters = SqlFilter::default();
     filters.search(given(&q.search), &["u.email", "u.organization_name"])?;
     if let Some(role) = given(&q.role) {
         filters.add(
-            "u.role = {}",
+            "u.role = ?",
             SqlValue::Text(check_role("role", role)?.into()),
         );
     }
     if let Some(tier) = given(&q.tier) {
         let tier = tiers::tier(tier)
             .ok_or_else(|| ApiError::field("tier", "must be free, pro or enterprise"))?;
-        filters.add("u.subscription_tier = {}", SqlValue::Text(tier.name.into()));
+        filters.add("u.subscription_tier = ?", tier.name.to_string());
     }
     if let Some(active) = q.is_active {
-        filters.add("u.is_active = {}", SqlValue::Integer(i64::from(active)));
+        filters.add("u.is_active = ?", i64::from(active));
     }
     // Sorting by name through a fixed list: never interpolate the client's text.
     let sort = match q.sort_by.as_deref().unwrap_or("created_at") {

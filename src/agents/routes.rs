@@ -6,21 +6,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rusqlite::{params, params_from_iter, types::Value as SqlValue, TransactionBehavior};
+use rusqlite::{params, params_from_iter, TransactionBehavior};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{agent_from_row, owned_agent, upgrade_suggestion, Agent, AgentInput, LimitsInfo};
-use super::{is_limit_error, type_filter, AGENT_COLUMNS};
+use super::{is_limit_error, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
 use crate::http::pagination::Page;
-use crate::http::query::{given, Filters};
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -146,30 +146,49 @@ async fn list_agents(
     ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filters = Filters::new("a.user_id = ?1", vec![SqlValue::Text(current.user.id)]);
-    if let Some(kind) = type_filter(given(&q.kind))? {
-        filters.add("a.type = {}", SqlValue::Text(kind));
+    let mut filter = SqlFilter::default();
+    filter.add("a.user_id = ?", current.user.id);
+    if let Some(kind) = given(&q.kind) {
+        let kind = kind.to_ascii_uppercase();
+        if kind != "INBOUND" && kind != "OUTBOUND" {
+            return Err(ApiError::field("type", "must be INBOUND or OUTBOUND"));
+        }
+        filter.add("a.type = ?", kind);
     }
-    filters.search(given(&q.search), &["a.name", "a.use_case"])?;
+    if let Some(search) = given(&q.search) {
+        if search.chars().count() > 255 {
+            return Err(ApiError::field("search", "must be at most 255 characters"));
+        }
+        filter.add(
+            "(a.name LIKE ? ESCAPE '\\' OR a.use_case LIKE ? ESCAPE '\\')",
+            like_pattern(search),
+        );
+    }
+    let where_sql = filter.where_sql();
     let (agents, total) = state
         .db
         .read(move |c| {
-            filters
-                .page_of(
-                    c,
-                    "agents a",
-                    AGENT_COLUMNS,
-                    "a.created_at DESC, a.id",
-                    page,
-                    |r| agent_from_row(r, 0),
-                )
-                .map_err(ApiError::from)
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM agents a WHERE {where_sql}"),
+                params_from_iter(filter.args.iter()),
+                |r| r.get(0),
+            )?;
+            let (args, paging) = filter.paged(page.limit(), page.offset());
+            let sql = format!(
+                "SELECT {AGENT_COLUMNS} FROM agents a WHERE {where_sql}
+                 ORDER BY a.created_at DESC, a.id {paging}"
+            );
+            let agents = c
+                .prepare(&sql)?
+                .query_map(params_from_iter(args.iter()), |r| agent_from_row(r, 0))?
+                .collect::<Result<Vec<Agent>, _>>()?;
+            Ok::<_, ApiError>((agents, total))
         })
         .await?;
     Ok(page.respond(agents, total))
 }
 
-async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResult<Agent> {
+pub async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResult<Agent> {
     let id = id.to_string();
     state
         .db
@@ -324,7 +343,8 @@ async fn list_runs(
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
     let agent = find_agent(&state, current.user.id, id).await?;
-    let mut filters = Filters::new("r.agent_id = ?1", vec![SqlValue::Text(agent.id)]);
+    let mut filter = SqlFilter::default();
+    filter.add("r.agent_id = ?", agent.id);
     if let Some(status) = given(&q.status) {
         if !["in_progress", "completed", "failed"].contains(&status) {
             return Err(ApiError::field(
@@ -332,28 +352,20 @@ async fn list_runs(
                 "must be in_progress, completed or failed",
             ));
         }
-        filters.add("r.status = {}", SqlValue::Text(status.into()));
+        filter.add("r.status = ?", status.to_string());
     }
     if let Some(d) = given(&q.disposition) {
-        // Dispositions are an open list (telephony adds its own), so only
-        // their shape is checked.
-        if d.len() > 100 || !d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(ApiError::field(
-                "disposition",
-                "must be a disposition name such as user_hangup",
-            ));
-        }
-        filters.add("r.disposition = {}", SqlValue::Text(d.into()));
+        filter.add("r.disposition = ?", check_disposition(d)?);
     }
     if let Some(kind) = given(&q.kind) {
         let kind = kind.to_ascii_uppercase();
         if kind != "WEB_CALL" && kind != "PHONE_CALL" {
             return Err(ApiError::field("type", "must be WEB_CALL or PHONE_CALL"));
         }
-        filters.add("r.type = {}", SqlValue::Text(kind));
+        filter.add("r.type = ?", kind);
     }
-    filters.date_range("r.created_at", &q.date_from, &q.date_to)?;
-    let where_sql = filters.sql();
+    filter.dates("r.created_at", &q.date_from, &q.date_to)?;
+    let where_sql = filter.where_sql();
     let (runs, summary) = state
         .db
         .read(move |c| {
@@ -367,7 +379,7 @@ async fn list_runs(
                             round(coalesce(sum(r.groq_tokens), 0), 2)
                      FROM agent_runs r WHERE {where_sql}"
                 ),
-                params_from_iter(filters.args.iter()),
+                params_from_iter(filter.args.iter()),
                 |r| {
                     Ok(json!({
                         "total_runs": r.get::<_, i64>(0)?,
@@ -381,10 +393,10 @@ async fn list_runs(
                     }))
                 },
             )?;
-            let (args, paged) = filters.paged(page.limit(), page.offset());
+            let (args, paging) = filter.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM agent_runs r WHERE {where_sql}
-                 ORDER BY r.created_at DESC, r.id {paged}"
+                 ORDER BY r.created_at DESC, r.id {paging}"
             );
             let runs = c
                 .prepare(&sql)?

@@ -281,21 +281,50 @@ pub struct CurrentUsage {
     pub agents_remaining: i64,
 }
 
+/// A user's row of `current_month_usage`: this month (UTC) so far.
+#[derive(Debug, Serialize)]
+pub struct MonthUsage {
+    pub quota: i64,
+    pub tokens_used: f64,
+    /// Never below zero, though usage may overrun a quota lowered mid-month.
+    pub tokens_remaining: f64,
+    pub calls: i64,
+    pub duration_seconds: i64,
+    pub costs: f64,
+}
+
+pub fn month_usage(conn: &Connection, user_id: &str) -> rusqlite::Result<MonthUsage> {
+    conn.query_row(
+        "SELECT monthly_token_quota, tokens_used_this_month, calls_this_month,
+                duration_this_month, costs_this_month
+         FROM current_month_usage WHERE user_id = ?1",
+        [user_id],
+        |r| {
+            let quota: i64 = r.get(0)?;
+            let tokens_used: f64 = r.get(1)?;
+            Ok(MonthUsage {
+                quota,
+                tokens_used,
+                tokens_remaining: round2((quota as f64 - tokens_used).max(0.0)),
+                calls: r.get(2)?,
+                duration_seconds: r.get(3)?,
+                costs: r.get(4)?,
+            })
+        },
+    )
+}
+
 pub fn current_usage(conn: &Connection, user: &User) -> rusqlite::Result<CurrentUsage> {
-    let (tokens_used, calls): (f64, i64) = conn.query_row(
-        "SELECT tokens_used_this_month, calls_this_month FROM current_month_usage WHERE user_id = ?1",
-        [&user.id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let month = month_usage(conn, &user.id)?;
     let agent_count: i64 = conn.query_row(
         "SELECT count(*) FROM agents WHERE user_id = ?1",
         [&user.id],
         |r| r.get(0),
     )?;
     Ok(CurrentUsage {
-        tokens_used,
-        tokens_remaining: round2((user.monthly_token_quota as f64 - tokens_used).max(0.0)),
-        calls,
+        tokens_used: month.tokens_used,
+        tokens_remaining: month.tokens_remaining,
+        calls: month.calls,
         agent_count,
         agents_remaining: (user.max_agents - agent_count).max(0),
     })

@@ -137,13 +137,8 @@ fn quota_exceeded(used: f64, quota: i64) -> ApiError {
 
 /// `(tokens used this month, quota)` when nothing is left.
 fn spent_quota(conn: &rusqlite::Connection, user_id: &str) -> rusqlite::Result<Option<(f64, i64)>> {
-    let (used, quota, remaining): (f64, i64, f64) = conn.query_row(
-        "SELECT tokens_used_this_month, monthly_token_quota, tokens_remaining
-         FROM current_month_usage WHERE user_id = ?1",
-        [user_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    Ok((remaining <= 0.0).then_some((used, quota)))
+    let month = crate::auth::store::month_usage(conn, user_id)?;
+    Ok((month.tokens_remaining <= 0.0).then_some((month.tokens_used, month.quota)))
 }
 
 #[derive(Deserialize)]

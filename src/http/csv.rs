@@ -1,9 +1,11 @@
-//! RFC 4180 CSV for the download endpoints, safe to open in a spreadsheet.
-//! A few lines of our own rather than a crate: quoting is all we need.
+//! CSV downloads: records written by `usage::csv` (RFC 4180, formulas
+//! neutralised), served as an attachment.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+
+use crate::usage::csv::record;
 
 /// A CSV document being written, line by line (CRLF, as RFC 4180 says).
 #[derive(Default)]
@@ -11,39 +13,10 @@ pub struct Csv {
     out: String,
 }
 
-/// Spreadsheets run a cell that starts with one of these as a formula
-/// (CSV injection); a leading `'` makes them show it as text instead.
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
-
-/// One cell: neutralised, then quoted when it holds a comma, a quote or a
-/// line break, with quotes doubled.
-fn push_cell(out: &mut String, raw: &str) {
-    let neutral;
-    let text = if raw.starts_with(FORMULA_STARTS) {
-        neutral = format!("'{raw}");
-        neutral.as_str()
-    } else {
-        raw
-    };
-    if text.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(text);
-    }
-}
-
 impl Csv {
     /// Appends one record.
-    pub fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i > 0 {
-                self.out.push(',');
-            }
-            push_cell(&mut self.out, cell.as_ref());
-        }
-        self.out.push_str("\r\n");
+    pub fn row<S: AsRef<str>>(&mut self, cells: &[S]) {
+        self.out.push_str(&record(cells));
     }
 
     /// A `200 text/csv` download named `filename` (a name we make, never
@@ -62,37 +35,5 @@ impl Csv {
         // Exports hold personal data: no cache keeps a copy.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(cells: &[&str]) -> String {
-        let mut c = Csv::default();
-        c.row(cells);
-        c.out
-    }
-
-    #[test]
-    fn quotes_only_what_needs_it() {
-        assert_eq!(line(&["a", "b c", ""]), "a,b c,\r\n");
-        assert_eq!(
-            line(&["x,y", "say \"hi\"", "two\nlines"]),
-            "\"x,y\",\"say \"\"hi\"\"\",\"two\nlines\"\r\n"
-        );
-    }
-
-    #[test]
-    fn formulas_become_text() {
-        assert_eq!(
-            line(&["=1+1", "+a", "-b", "@c", "\td", "\re", "a=b"]),
-            "'=1+1,'+a,'-b,'@c,'\td,\"'\re\",a=b\r\n"
-        );
-        assert_eq!(
-            line(&["=HYPERLINK(\"x\",\"y\")"]),
-            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\"\r\n"
-        );
     }
 }

@@ -3,8 +3,9 @@
 pub mod csv;
 pub mod error;
 pub mod extract;
+pub mod filters;
+pub mod openapi;
 pub mod pagination;
-pub mod query;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(openapi_json))
         .nest("/auth", crate::auth::routes::router())
         .nest("/admin", crate::admin::routes::router())
         .nest("/agents", crate::agents::routes::router())
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api-keys", crate::api_keys::routes::router())
         .merge(crate::service_config::router())
         .merge(crate::api_keys::telephony::router())
+        .merge(crate::usage::routes::router())
         .fallback(api_not_found);
     Router::new()
         .route("/health", get(health))
@@ -178,6 +181,10 @@ async fn health(State(s): State<AppState>) -> Response {
         .with("data", body)
         .into_response()
     }
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi::document()).into_response()
 }
 
 async fn liveness() -> Response {

@@ -31,9 +31,9 @@ enum Mode {
 
 /// One request the stand-in received.
 #[derive(Debug, Clone)]
-struct Seen {
-    authorization: Option<String>,
-    body: Value,
+pub struct Seen {
+    pub authorization: Option<String>,
+    pub body: Value,
 }
 
 #[derive(Default)]
@@ -42,9 +42,9 @@ struct StubState {
     seen: Mutex<Vec<Seen>>,
 }
 
-struct LlmStub {
+pub struct LlmStub {
     /// `http://127.0.0.1:PORT/v1`, the base URL to configure.
-    base: String,
+    pub base: String,
     state: Arc<StubState>,
 }
 
@@ -92,7 +92,7 @@ async fn completions(
 }
 
 impl LlmStub {
-    async fn start() -> LlmStub {
+    pub async fn start() -> LlmStub {
         let state = Arc::new(StubState::default());
         let app = Router::new()
             .route("/v1/chat/completions", routing::post(completions))
@@ -110,7 +110,7 @@ impl LlmStub {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 }
@@ -126,7 +126,7 @@ async fn app_with(stub: &LlmStub) -> TestApp {
     .await
 }
 
-async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
+pub async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
     let (status, body) = post(
         app,
         "/api/calls/web/start",
@@ -153,7 +153,12 @@ async fn say(
     .await
 }
 
-async fn end(app: &TestApp, who: &Tenant, run: &str, extra: Value) -> (reqwest::StatusCode, Value) {
+pub async fn end(
+    app: &TestApp,
+    who: &Tenant,
+    run: &str,
+    extra: Value,
+) -> (reqwest::StatusCode, Value) {
     let mut body = json!({ "run_id": run });
     if let Value::Object(m) = extra {
         body.as_object_mut().unwrap().extend(m);
@@ -162,7 +167,7 @@ async fn end(app: &TestApp, who: &Tenant, run: &str, extra: Value) -> (reqwest::
 }
 
 /// Moves a run's start back, as if the call had lasted `secs` so far.
-fn backdate_start(app: &TestApp, run: &str, secs: i64) {
+pub fn backdate_start(app: &TestApp, run: &str, secs: i64) {
     db(app)
         .execute(
             "UPDATE agent_runs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
@@ -172,7 +177,7 @@ fn backdate_start(app: &TestApp, run: &str, secs: i64) {
 }
 
 /// The whole-cent tokens of a `secs` call: round(secs × 0.013, 2).
-fn tokens_for(secs: i64) -> f64 {
+pub fn tokens_for(secs: i64) -> f64 {
     ((secs * 13 + 5) / 10) as f64 / 100.0
 }
 

@@ -160,6 +160,23 @@ async fn probe(
 /// Hits `routes` with every body (for writes), every bad id and the given
 /// real ids (for `{id}` routes), and hostile query strings (for reads).
 async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[String]) {
+    // Every route swept is one the OpenAPI document describes (a `{…}`
+    // segment there stands for any value here).
+    let documented = |method: &Method, path: &str| {
+        voxflow::http::openapi::ENDPOINTS.iter().any(|e| {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (e.path.split('/').collect(), path.split('/').collect());
+            e.method.eq_ignore_ascii_case(method.as_str())
+                && a.len() == b.len()
+                && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
+        })
+    };
+    for (method, template) in routes {
+        assert!(
+            documented(method, template),
+            "{method} {template} is missing from the OpenAPI document"
+        );
+    }
     let bodies = bodies();
     let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
     all_ids.extend(ids.iter().cloned());
@@ -170,6 +187,13 @@ async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[Str
         "?status=nope&disposition=%00&date_from=2024-13-45&date_to=yesterday",
         "?sort_by=email;DROP&order=sideways&is_active=maybe",
         "?page=99999999999999999999",
+        // Never a valid date with a valid zone: the download would answer
+        // CSV, not the envelope this sweep checks.
+        "?date=9999-12-31&timezone=Pacific%2FKiritimati",
+        "?date=2025-06-01&timezone=%2E%2E%2F%2E%2E%2Fetc%2Fpasswd&agent_id=1%20OR%201=1",
+        "?date=2025-13-01&timezone=UTC&agent_id=00000000-0000-4000-8000-000000000000",
+        "?min_duration=-1&max_duration=1e99&phone=%27%20OR%201%3D1",
+        "?agent_id=00000000-0000-4000-8000-000000000000&min_duration=9&max_duration=3",
     ];
     for (method, template) in routes {
         let paths: Vec<String> = if template.contains("{id}") {
@@ -253,6 +277,10 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::DELETE, "/api/api-keys/twilio"),
         (Method::GET, "/api/config/telephony"),
         (Method::POST, "/api/config/telephony"),
+        (Method::GET, "/api/usage/dashboard"),
+        (Method::GET, "/api/usage/history"),
+        (Method::GET, "/api/reports/daily"),
+        (Method::GET, "/api/reports/download"),
         (Method::DELETE, "/api/agents/{id}"),
     ];
     sweep(&app, &token, &user_routes, &ids).await;

@@ -8,4 +8,7 @@ mod durability;
 mod hostile;
 mod http;
 mod keys;
+mod openapi;
 mod schema;
+mod ui;
+mod usage;

@@ -1,5 +1,5 @@
-//! Helpers for query-string filters shared by the list endpoints: optional
-//! text, calendar dates, `LIKE` patterns and the `WHERE` clause they build.
+//! Query-string filters shared by the list endpoints: optional text, dates,
+//! dispositions, `LIKE` patterns, and the `WHERE` clause they build.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, Row};
@@ -41,6 +41,18 @@ pub fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_string())
 }
 
+/// A disposition to filter on. Dispositions are an open list (telephony adds
+/// its own), so only their shape is checked.
+pub fn check_disposition(raw: &str) -> Result<String, ApiError> {
+    if raw.len() > 100 || !raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(ApiError::field(
+            "disposition",
+            "must be a disposition name such as user_hangup",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 /// A query parameter holding an id; anything but a UUID names the parameter.
 pub fn uuid_param(field: &str, raw: &Option<String>) -> Result<Option<String>, ApiError> {
     given(raw)
@@ -61,27 +73,49 @@ pub fn like_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// A `WHERE` clause and its arguments, built condition by condition so that
-/// client text only ever travels as a bound parameter.
-pub struct Filters {
+/// The conditions of a `WHERE` clause and their numbered parameters.
+#[derive(Debug, Default)]
+pub struct SqlFilter {
     clauses: Vec<String>,
     pub args: Vec<SqlValue>,
 }
 
-impl Filters {
-    /// Starts with `first` (e.g. the tenant's `user_id = ?1`) and its arguments.
-    pub fn new(first: &str, args: Vec<SqlValue>) -> Filters {
-        Filters {
-            clauses: vec![first.to_string()],
-            args,
-        }
+impl SqlFilter {
+    /// Adds `clause`, each `?` in it standing for `value` (so one value can
+    /// appear twice, as in `a LIKE ? OR b LIKE ?`).
+    pub fn add(&mut self, clause: &str, value: impl Into<SqlValue>) {
+        self.args.push(value.into());
+        let n = format!("?{}", self.args.len());
+        self.clauses.push(clause.replace('?', &n));
     }
 
-    /// Adds `clause`, in which every `{}` stands for the parameter `value`.
-    pub fn add(&mut self, clause: &str, value: SqlValue) {
-        self.args.push(value);
-        self.clauses
-            .push(clause.replace("{}", &format!("?{}", self.args.len())));
+    /// `date_from` and `date_to` (`YYYY-MM-DD`, UTC, both inclusive) on the
+    /// timestamp `column`; a range that ends before it starts is a 400.
+    pub fn dates(
+        &mut self,
+        column: &str,
+        date_from: &Option<String>,
+        date_to: &Option<String>,
+    ) -> Result<(), ApiError> {
+        let from = given(date_from)
+            .map(|d| check_date("date_from", d))
+            .transpose()?;
+        let to = given(date_to)
+            .map(|d| check_date("date_to", d))
+            .transpose()?;
+        if let (Some(f), Some(t)) = (&from, &to) {
+            if f > t {
+                return Err(ApiError::field("date_to", "must not be before date_from"));
+            }
+        }
+        if let Some(f) = from {
+            self.add(&format!("{column} >= ?"), f);
+        }
+        if let Some(t) = to {
+            // Inclusive: every instant of that UTC day.
+            self.add(&format!("{column} < date(?, '+1 day')"), t);
+        }
+        Ok(())
     }
 
     /// A search for `text` (at most 255 characters) in any of `columns`.
@@ -92,46 +126,11 @@ impl Filters {
         }
         let any = columns
             .iter()
-            .map(|c| format!("{c} LIKE {{}} ESCAPE '\\'"))
+            .map(|c| format!("{c} LIKE ? ESCAPE '\\'"))
             .collect::<Vec<_>>()
             .join(" OR ");
-        self.add(&format!("({any})"), SqlValue::Text(like_pattern(text)));
+        self.add(&format!("({any})"), like_pattern(text));
         Ok(())
-    }
-
-    /// `date_from` and `date_to` (`YYYY-MM-DD`, UTC, both inclusive) on
-    /// `column`, a timestamp; a range running backwards names `date_to`.
-    pub fn date_range(
-        &mut self,
-        column: &str,
-        from: &Option<String>,
-        to: &Option<String>,
-    ) -> Result<(), ApiError> {
-        let from = given(from)
-            .map(|d| check_date("date_from", d))
-            .transpose()?;
-        let to = given(to).map(|d| check_date("date_to", d)).transpose()?;
-        if let (Some(f), Some(t)) = (&from, &to) {
-            if f > t {
-                return Err(ApiError::field("date_to", "must not be before date_from"));
-            }
-        }
-        if let Some(f) = from {
-            self.add(&format!("{column} >= {{}}"), SqlValue::Text(f));
-        }
-        if let Some(t) = to {
-            // Inclusive: everything of that UTC day.
-            self.add(
-                &format!("{column} < date({{}}, '+1 day')"),
-                SqlValue::Text(t),
-            );
-        }
-        Ok(())
-    }
-
-    /// The conditions joined with `AND`.
-    pub fn sql(&self) -> String {
-        self.clauses.join(" AND ")
     }
 
     /// How many rows of `from` match, and one page of them in `order`,
@@ -145,7 +144,10 @@ impl Filters {
         page: Page,
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<(Vec<T>, i64)> {
-        let where_sql = self.sql();
+        let where_sql = match self.where_sql() {
+            w if w.is_empty() => "1 = 1".to_string(),
+            w => w,
+        };
         let total: i64 = c.query_row(
             &format!("SELECT count(*) FROM {from} WHERE {where_sql}"),
             params_from_iter(self.args.iter()),
@@ -161,14 +163,19 @@ impl Filters {
         Ok((rows, total))
     }
 
-    /// The arguments followed by `LIMIT` and `OFFSET`, and the SQL naming
-    /// those two parameters.
+    /// The conditions joined with `AND`.
+    pub fn where_sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    /// The parameters followed by `LIMIT` and `OFFSET`, and the placeholders
+    /// naming those two.
     pub fn paged(&self, limit: i64, offset: i64) -> (Vec<SqlValue>, String) {
-        let mut all = self.args.clone();
-        all.push(SqlValue::Integer(limit));
-        all.push(SqlValue::Integer(offset));
-        let sql = format!("LIMIT ?{} OFFSET ?{}", all.len() - 1, all.len());
-        (all, sql)
+        let mut args = self.args.clone();
+        args.push(SqlValue::Integer(limit));
+        args.push(SqlValue::Integer(offset));
+        let n = args.len();
+        (args, format!("LIMIT ?{} OFFSET ?{n}", n - 1))
     }
 }
 
@@ -200,14 +207,18 @@ mod tests {
     }
 
     #[test]
-    fn filters_number_their_parameters() {
-        let mut f = Filters::new("a.user_id = ?1", vec![SqlValue::Text("u".into())]);
-        f.add("a.type = {}", SqlValue::Text("INBOUND".into()));
-        f.search(Some("x"), &["a.name", "a.use_case"]).unwrap();
-        assert_eq!(
-            f.sql(),
-            "a.user_id = ?1 AND a.type = ?2 AND (a.name LIKE ?3 ESCAPE '\\' OR a.use_case LIKE ?3 ESCAPE '\\')"
-        );
-        assert_eq!(f.paged(20, 0).1, "LIMIT ?4 OFFSET ?5");
+    fn placeholders_are_numbered_in_order() {
+        let mut f = SqlFilter::default();
+        f.add("a = ?", "x".to_string());
+        f.add("(b LIKE ? OR c LIKE ?)", "y".to_string());
+        assert_eq!(f.where_sql(), "a = ?1 AND (b LIKE ?2 OR c LIKE ?2)");
+        let (args, tail) = f.paged(20, 40);
+        assert_eq!(args.len(), 4);
+        assert_eq!(tail, "LIMIT ?3 OFFSET ?4");
+        let mut f = SqlFilter::default();
+        let err = f
+            .dates("t", &Some("2025-02-02".into()), &Some("2025-02-01".into()))
+            .unwrap_err();
+        assert_eq!(err.errors[0].field, "date_to");
     }
 }

@@ -1,0 +1,323 @@
+//! `/api/usage/*` and `/api/reports/*`: a tenant's own figures only. Every
+//! query joins the runs to the caller's agents; another tenant's agent id is
+//! a 404, as on `/api/agents`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rusqlite::{params_from_iter, Connection};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::csv;
+use super::{percent_used, warning, DailyReport, DayWindow, ReportRun};
+use crate::agents::routes::find_agent;
+use crate::agents::LimitsInfo;
+use crate::auth::extract::CurrentUser;
+use crate::auth::store;
+use crate::calls::store::{run_from_row, Run, RUN_COLUMNS};
+use crate::http::error::{ok, ApiError, ApiResult};
+use crate::http::extract::ApiQuery;
+use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
+use crate::http::pagination::Page;
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/usage/dashboard", get(dashboard))
+        .route("/usage/history", get(history))
+        .route("/reports/daily", get(daily_report))
+        .route("/reports/download", get(download_report))
+}
+
+/// One day of this month's usage, zero-filled when nothing was counted.
+#[derive(Serialize)]
+struct UsageDay {
+    date: String,
+    tokens: f64,
+    calls: i64,
+    duration_seconds: i64,
+    costs: f64,
+}
+
+/// Every day from the 1st of this month (UTC) to today, from
+/// `user_usage_tracking`, which the completion trigger fills.
+fn daily_series(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<UsageDay>> {
+    conn.prepare(
+        "WITH RECURSIVE days(d) AS (
+             SELECT date('now', 'start of month')
+             UNION ALL SELECT date(d, '+1 day') FROM days WHERE d < date('now')
+         )
+         SELECT days.d, round(coalesce(t.total_tokens, 0), 2), coalesce(t.total_calls, 0),
+                coalesce(t.total_duration_seconds, 0), round(coalesce(t.api_costs, 0), 6)
+         FROM days LEFT JOIN user_usage_tracking t ON t.user_id = ?1 AND t.date = days.d
+         ORDER BY days.d",
+    )?
+    .query_map([user_id], |r| {
+        Ok(UsageDay {
+            date: r.get(0)?,
+            tokens: r.get(1)?,
+            calls: r.get(2)?,
+            duration_seconds: r.get(3)?,
+            costs: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
+    let user_id = current.user.id;
+    let (month, limits, daily) = state
+        .db
+        .read(move |c| {
+            // One snapshot, so the totals and the series agree.
+            let tx = c.transaction()?;
+            let month = store::month_usage(&tx, &user_id)?;
+            let limits = LimitsInfo::read(&tx, &user_id)?;
+            let daily = daily_series(&tx, &user_id)?;
+            Ok::<_, ApiError>((month, limits, daily))
+        })
+        .await?;
+    let percent = percent_used(month.tokens_used, month.quota);
+    let period_start = daily.first().map(|d| d.date.clone());
+    let period_end = daily.last().map(|d| d.date.clone());
+    Ok(ok(
+        StatusCode::OK,
+        json!({
+            "period": { "start": period_start, "end": period_end, "timezone": "UTC" },
+            "tokens_used": month.tokens_used,
+            "quota": month.quota,
+            "remaining": month.tokens_remaining,
+            "percent": percent,
+            "warning": warning(percent),
+            "calls": month.calls,
+            "duration": month.duration_seconds,
+            "costs": month.costs,
+            "daily": daily,
+            "agents": limits.json(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    agent_id: Option<String>,
+    phone: Option<String>,
+    disposition: Option<String>,
+    date_from: Option<String>,
+    date_to: Option<String>,
+    min_duration: Option<u32>,
+    max_duration: Option<u32>,
+}
+
+/// The caller's agent named by a query's `agent_id`: a malformed id is a
+/// 400 naming it, another tenant's a 404 as a missing one.
+async fn agent_filter(
+    state: &AppState,
+    user_id: &str,
+    raw: &Option<String>,
+) -> ApiResult<Option<String>> {
+    let Some(raw) = given(raw) else {
+        return Ok(None);
+    };
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::field("agent_id", "must be a UUID"))?;
+    Ok(Some(find_agent(state, user_id.to_string(), id).await?.id))
+}
+
+/// A run with its agent's name, as the history lists it.
+#[derive(Serialize)]
+struct HistoryRun {
+    #[serde(flatten)]
+    run: Run,
+    agent_name: String,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult<Response> {
+    let page = Page::new(q.page, q.limit)?;
+    let user_id = current.user.id;
+    let mut filter = SqlFilter::default();
+    filter.add("a.user_id = ?", user_id.clone());
+    if let Some(agent) = agent_filter(&state, &user_id, &q.agent_id).await? {
+        filter.add("r.agent_id = ?", agent);
+    }
+    if let Some(phone) = given(&q.phone) {
+        // Part of a number is enough: digits, `+` and the usual separators.
+        if phone.len() > 32
+            || !phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || "+-() ".contains(c))
+        {
+            return Err(ApiError::field(
+                "phone",
+                "must be (part of) a phone number: digits, +, -, (, ) and spaces",
+            ));
+        }
+        filter.add("r.phone_number LIKE ? ESCAPE '\\'", like_pattern(phone));
+    }
+    if let Some(d) = given(&q.disposition) {
+        filter.add("r.disposition = ?", check_disposition(d)?);
+    }
+    filter.dates("r.created_at", &q.date_from, &q.date_to)?;
+    if let (Some(min), Some(max)) = (q.min_duration, q.max_duration) {
+        if min > max {
+            return Err(ApiError::field(
+                "max_duration",
+                "must not be less than min_duration",
+            ));
+        }
+    }
+    if let Some(min) = q.min_duration {
+        filter.add("r.duration_seconds >= ?", i64::from(min));
+    }
+    if let Some(max) = q.max_duration {
+        filter.add("r.duration_seconds <= ?", i64::from(max));
+    }
+    let where_sql = filter.where_sql();
+    let (runs, total) = state
+        .db
+        .read(move |c| {
+            let from = "FROM agent_runs r JOIN agents a ON a.id = r.agent_id";
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) {from} WHERE {where_sql}"),
+                params_from_iter(filter.args.iter()),
+                |r| r.get(0),
+            )?;
+            let (args, paging) = filter.paged(page.limit(), page.offset());
+            let runs = c
+                .prepare(&format!(
+                    "SELECT {RUN_COLUMNS}, a.name {from} WHERE {where_sql}
+                     ORDER BY r.created_at DESC, r.id {paging}"
+                ))?
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(HistoryRun {
+                        run: run_from_row(r, 0)?,
+                        agent_name: r.get(14)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>((runs, total))
+        })
+        .await?;
+    Ok(page.respond(runs, total))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    date: Option<String>,
+    agent_id: Option<String>,
+    timezone: Option<String>,
+}
+
+/// The window of the asked day and the caller's runs completed in it,
+/// oldest first.
+async fn report_runs(
+    state: &AppState,
+    user_id: String,
+    q: &ReportQuery,
+) -> ApiResult<(DayWindow, Option<String>, Vec<ReportRun>)> {
+    let date = given(&q.date).ok_or_else(|| ApiError::field("date", "is required"))?;
+    let window = DayWindow::new(date, given(&q.timezone))?;
+    let agent = agent_filter(state, &user_id, &q.agent_id).await?;
+    let (start, end) = window.db_bounds();
+    let mut filter = SqlFilter::default();
+    filter.add("a.user_id = ?", user_id);
+    filter.add("r.status = 'completed' AND r.completed_at >= ?", start);
+    filter.add("r.completed_at < ?", end);
+    if let Some(agent) = &agent {
+        filter.add("r.agent_id = ?", agent.clone());
+    }
+    let runs = state
+        .db
+        .read(move |c| {
+            c.prepare(&format!(
+                "SELECT r.id, a.name, r.phone_number, r.disposition, r.completed_at,
+                        r.duration_seconds, r.groq_tokens
+                 FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+                 WHERE {} ORDER BY r.completed_at, r.id",
+                filter.where_sql()
+            ))?
+            .query_map(params_from_iter(filter.args.iter()), |r| {
+                Ok(ReportRun {
+                    id: r.get(0)?,
+                    agent_name: r.get(1)?,
+                    phone_number: r.get(2)?,
+                    disposition: r.get(3)?,
+                    completed_at: r.get(4)?,
+                    duration_seconds: r.get(5)?,
+                    tokens: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)
+        })
+        .await?;
+    Ok((window, agent, runs))
+}
+
+async fn daily_report(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult<Response> {
+    let (window, agent, runs) = report_runs(&state, current.user.id, &q).await?;
+    Ok(ok(StatusCode::OK, DailyReport::new(&window, agent, &runs)))
+}
+
+pub const CSV_HEADER: [&str; 7] = [
+    "Run ID",
+    "Agent Name",
+    "Phone",
+    "Disposition",
+    "Date",
+    "Duration",
+    "Tokens",
+];
+
+async fn download_report(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult<Response> {
+    let (window, _, runs) = report_runs(&state, current.user.id, &q).await?;
+    let mut body = csv::record(&CSV_HEADER);
+    for run in &runs {
+        body.push_str(&csv::record(&[
+            run.id.clone(),
+            run.agent_name.clone(),
+            run.phone_number.clone().unwrap_or_default(),
+            run.disposition.clone().unwrap_or_default(),
+            window.local_time(&run.completed_at),
+            run.duration_seconds.to_string(),
+            format!("{:.2}", run.tokens),
+        ]));
+    }
+    // The date was checked as YYYY-MM-DD, so it is safe in the header.
+    let disposition = format!(
+        "attachment; filename=\"voxflow-report-{}.csv\"",
+        window.date
+    );
+    let disposition =
+        HeaderValue::from_str(&disposition).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response())
+}
