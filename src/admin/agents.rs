@@ -52,7 +52,7 @@ async fn list_agents(
                     c,
                     "agents a JOIN users u ON u.id = a.user_id",
                     &format!("{AGENT_COLUMNS}, u.email"),
-                    "a.created_at DESC, a.id",
+                    "a.created_at DESC, a.rowid DESC",
                     page,
                     |r| {
                         let agent = agent_from_row(r, 0)?;

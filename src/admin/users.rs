@@ -340,6 +340,8 @@ async fn delete_user(
 }
 
 /// How many of a user's runs the detail page shows, newest first.
+/// Rows written in the same millisecond keep the order they were written
+/// in (by rowid), so "newest first" holds for quick successions too.
 const RECENT_RUNS: i64 = 20;
 
 /// One account in full: the user, their statistics, agents, recent runs, API
@@ -376,14 +378,14 @@ async fn user_detail(
             let agents = c
                 .prepare(&format!(
                     "SELECT {AGENT_COLUMNS} FROM agents a WHERE a.user_id = ?1
-                     ORDER BY a.created_at DESC, a.id"
+                     ORDER BY a.created_at DESC, a.rowid DESC"
                 ))?
                 .query_map([&id], |r| agent_from_row(r, 0))?
                 .collect::<Result<Vec<_>, _>>()?;
             let recent_runs = c
                 .prepare(&format!(
                     "SELECT {RUN_COLUMNS}, a.name FROM agent_runs r JOIN agents a ON a.id = r.agent_id
-                     WHERE a.user_id = ?1 ORDER BY r.created_at DESC, r.id LIMIT ?2"
+                     WHERE a.user_id = ?1 ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?2"
                 ))?
                 .query_map(rusqlite::params![id, RECENT_RUNS], |r| {
                     let mut run = serde_json::to_value(run_from_row(r, 0)?).unwrap_or_default();
