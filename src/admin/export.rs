@@ -91,7 +91,7 @@ fn export_query(kind: &str) -> Option<(&'static [&'static str], String)> {
                     r.phone_number, r.status, r.disposition, r.duration_seconds,
                     round(r.groq_tokens, 2), r.created_at, r.completed_at
              FROM agent_runs r JOIN agents a ON a.id = r.agent_id JOIN users u ON u.id = a.user_id
-             ORDER BY r.created_at DESC, r.id"
+             ORDER BY r.created_at DESC, r.rowid DESC"
                 .to_string(),
         ),
         "audit" => (

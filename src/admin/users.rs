@@ -104,7 +104,7 @@ async fn list_users(
                     &format!(
                         "{USER_COLUMNS}, s.agent_count, s.total_runs, m.tokens_used_this_month"
                     ),
-                    &format!("{sort} {order}, u.id"),
+                    &format!("{sort} {order}, u.rowid {order}"),
                     page,
                     |r| {
                         let user = store::user_from_row(r, 0)?;

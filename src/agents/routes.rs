@@ -176,7 +176,7 @@ async fn list_agents(
             let (args, paging) = filter.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {AGENT_COLUMNS} FROM agents a WHERE {where_sql}
-                 ORDER BY a.created_at DESC, a.id {paging}"
+                 ORDER BY a.created_at DESC, a.rowid DESC {paging}"
             );
             let agents = c
                 .prepare(&sql)?
@@ -396,7 +396,7 @@ async fn list_runs(
             let (args, paging) = filter.paged(page.limit(), page.offset());
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM agent_runs r WHERE {where_sql}
-                 ORDER BY r.created_at DESC, r.id {paging}"
+                 ORDER BY r.created_at DESC, r.rowid DESC {paging}"
             );
             let runs = c
                 .prepare(&sql)?

@@ -195,7 +195,7 @@ async fn history(
             let runs = c
                 .prepare(&format!(
                     "SELECT {RUN_COLUMNS}, a.name {from} WHERE {where_sql}
-                     ORDER BY r.created_at DESC, r.id {paging}"
+                     ORDER BY r.created_at DESC, r.rowid DESC {paging}"
                 ))?
                 .query_map(params_from_iter(args.iter()), |r| {
                     Ok(HistoryRun {
@@ -242,7 +242,7 @@ async fn report_runs(
                 "SELECT r.id, a.name, r.phone_number, r.disposition, r.completed_at,
                         r.duration_seconds, r.groq_tokens
                  FROM agent_runs r JOIN agents a ON a.id = r.agent_id
-                 WHERE {} ORDER BY r.completed_at, r.id",
+                 WHERE {} ORDER BY r.completed_at, r.rowid",
                 filter.where_sql()
             ))?
             .query_map(params_from_iter(filter.args.iter()), |r| {

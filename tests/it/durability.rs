@@ -58,8 +58,10 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     let out = voxflow_cmd(dir.path()).arg("verify").output().unwrap();
     assert!(
         out.status.success(),
-        "verify after kill -9:\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        "verify after kill -9 ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Every acknowledged account is there and can sign in.
