@@ -6,15 +6,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
-use rusqlite::{types::Value as SqlValue, OptionalExtension, TransactionBehavior};
+use rusqlite::{types::Value as SqlValue, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::audit::{self, Entry};
 use crate::agents::{agent_from_row, AGENT_COLUMNS};
-use crate::auth::extract::AdminUser;
-use crate::auth::store::{self, USER_COLUMNS};
+use crate::auth::extract::{AdminUser, CurrentUser};
+use crate::auth::store::{self, User, USER_COLUMNS};
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
@@ -175,61 +175,90 @@ async fn update_limits(
             "Give at least one of max_agents, monthly_token_quota, subscription_tier, role",
         ));
     }
+    let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
+        tx.execute(
+            "UPDATE users SET max_agents = coalesce(?2, max_agents),
+                    monthly_token_quota = coalesce(?3, monthly_token_quota),
+                    subscription_tier = coalesce(?4, subscription_tier),
+                    role = coalesce(?5, role)
+             WHERE id = ?1",
+            rusqlite::params![before.id, body.max_agents, body.monthly_token_quota, tier.map(|t| t.name), body.role],
+        )?;
+        if let Some(t) = tier.filter(|t| t.name != before.subscription_tier) {
+            tx.execute(
+                "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE user_id = ?1",
+                rusqlite::params![before.id, t.name, t.monthly_price],
+            )?;
+            audit(
+                "update_user_subscription",
+                json!({ "from": before.subscription_tier, "to": t.name }),
+            )?;
+        }
+        audit(
+            "update_user_limits",
+            json!({
+                "before": { "max_agents": before.max_agents, "monthly_token_quota": before.monthly_token_quota,
+                            "subscription_tier": before.subscription_tier, "role": before.role },
+                "changes": { "max_agents": body.max_agents, "monthly_token_quota": body.monthly_token_quota,
+                             "subscription_tier": tier.map(|t| t.name), "role": body.role },
+            }),
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(StatusCode::OK, user))
+}
+
+/// Runs `change` on user `id` in one write transaction, with the audit rows
+/// it records through `audit(action, details)` (the acting admin, the target,
+/// the client), and returns the user as it is afterwards. A missing user is
+/// a 404 and changes nothing.
+async fn change_user<F>(
+    state: &AppState,
+    admin: &CurrentUser,
+    client: ClientInfo,
+    id: String,
+    change: F,
+) -> ApiResult<Option<User>>
+where
+    F: FnOnce(
+            &Transaction<'_>,
+            &User,
+            &dyn Fn(&str, Value) -> rusqlite::Result<()>,
+        ) -> ApiResult<()>
+        + Send
+        + 'static,
+{
     let admin_id = admin.user.id.clone();
-    let user = state
+    state
         .db
         .write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(before) = store::user_by_id(&tx, &id)? else {
                 return Err(ApiError::not_found("User"));
             };
-            tx.execute(
-                "UPDATE users SET max_agents = coalesce(?2, max_agents),
-                        monthly_token_quota = coalesce(?3, monthly_token_quota),
-                        subscription_tier = coalesce(?4, subscription_tier),
-                        role = coalesce(?5, role)
-                 WHERE id = ?1",
-                rusqlite::params![id, body.max_agents, body.monthly_token_quota, tier.map(|t| t.name), body.role],
-            )?;
-            let entry = |action, details| Entry {
-                admin_user_id: &admin_id,
-                action,
-                target_user_id: Some(&id),
-                resource_type: Some("user"),
-                resource_id: Some(&id),
-                details,
-                client: &client,
-            };
-            if let Some(t) = tier.filter(|t| t.name != before.subscription_tier) {
-                tx.execute(
-                    "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
-                            updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                     WHERE user_id = ?1",
-                    rusqlite::params![id, t.name, t.monthly_price],
-                )?;
+            let audit = |action: &str, details: Value| {
                 audit::record(
                     &tx,
-                    &entry("update_user_subscription", json!({ "from": before.subscription_tier, "to": t.name })),
-                )?;
-            }
-            audit::record(
-                &tx,
-                &entry(
-                    "update_user_limits",
-                    json!({
-                        "before": { "max_agents": before.max_agents, "monthly_token_quota": before.monthly_token_quota,
-                                    "subscription_tier": before.subscription_tier, "role": before.role },
-                        "changes": { "max_agents": body.max_agents, "monthly_token_quota": body.monthly_token_quota,
-                                     "subscription_tier": tier.map(|t| t.name), "role": body.role },
-                    }),
-                ),
-            )?;
+                    &Entry {
+                        admin_user_id: &admin_id,
+                        action,
+                        target_user_id: Some(&id),
+                        resource_type: Some("user"),
+                        resource_id: Some(&id),
+                        details,
+                        client: &client,
+                    },
+                )
+            };
+            change(&tx, &before, &audit)?;
             let after = store::user_by_id(&tx, &id)?;
             tx.commit()?;
-            after.ok_or_else(|| ApiError::not_found("User"))
+            Ok(after)
         })
-        .await?;
-    Ok(ok(StatusCode::OK, user))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -251,39 +280,23 @@ async fn toggle_status(
             "You cannot change your own account's status",
         ));
     }
-    let admin_id = admin.user.id.clone();
-    let user = state
-        .db
-        .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let before: Option<bool> = tx
-                .query_row("SELECT is_active FROM users WHERE id = ?1", [&id], |r| r.get(0))
-                .optional()?;
-            let Some(before) = before else {
-                return Err(ApiError::not_found("User"));
-            };
-            tx.execute(
-                "UPDATE users SET is_active = ?2 WHERE id = ?1",
-                rusqlite::params![id, body.is_active],
-            )?;
-            let ended = if body.is_active { 0 } else { store::delete_sessions_of(&tx, &id)? };
-            audit::record(
-                &tx,
-                &Entry {
-                    admin_user_id: &admin_id,
-                    action: "toggle_user_status",
-                    target_user_id: Some(&id),
-                    resource_type: Some("user"),
-                    resource_id: Some(&id),
-                    details: json!({ "from": before, "to": body.is_active, "sessions_ended": ended }),
-                    client: &client,
-                },
-            )?;
-            let after = store::user_by_id(&tx, &id)?;
-            tx.commit()?;
-            after.ok_or_else(|| ApiError::not_found("User"))
-        })
-        .await?;
+    let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
+        tx.execute(
+            "UPDATE users SET is_active = ?2 WHERE id = ?1",
+            rusqlite::params![before.id, body.is_active],
+        )?;
+        let ended = if body.is_active {
+            0
+        } else {
+            store::delete_sessions_of(tx, &before.id)?
+        };
+        audit(
+            "toggle_user_status",
+            json!({ "from": before.is_active, "to": body.is_active, "sessions_ended": ended }),
+        )?;
+        Ok(())
+    })
+    .await?;
     Ok(ok(StatusCode::OK, user))
 }
 
@@ -303,39 +316,23 @@ async fn delete_user(
             "You cannot delete your own account",
         ));
     }
-    let admin_id = admin.user.id.clone();
-    state
-        .db
-        .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(user) = store::user_by_id(&tx, &id)? else {
-                return Err(ApiError::not_found("User"));
-            };
-            if user.role == "admin" {
-                return Err(ApiError::forbidden(
-                    "CANNOT_DELETE_ADMIN",
-                    "Admins cannot be deleted; change the role first",
-                ));
-            }
-            // The audit row names the user before the row goes: the foreign
-            // key then sets target_user_id to NULL, the details keep who it was.
-            audit::record(
-                &tx,
-                &Entry {
-                    admin_user_id: &admin_id,
-                    action: "delete_user",
-                    target_user_id: Some(&id),
-                    resource_type: Some("user"),
-                    resource_id: Some(&id),
-                    details: json!({ "email": user.email, "subscription_tier": user.subscription_tier }),
-                    client: &client,
-                },
-            )?;
-            tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
-            tx.commit()?;
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    change_user(&state, &admin, client, id, move |tx, user, audit| {
+        if user.role == "admin" {
+            return Err(ApiError::forbidden(
+                "CANNOT_DELETE_ADMIN",
+                "Admins cannot be deleted; change the role first",
+            ));
+        }
+        // The audit row names the user before the row goes: the foreign
+        // key then sets target_user_id to NULL, the details keep who it was.
+        audit(
+            "delete_user",
+            json!({ "email": user.email, "subscription_tier": user.subscription_tier }),
+        )?;
+        tx.execute("DELETE FROM users WHERE id = ?1", [&user.id])?;
+        Ok(())
+    })
+    .await?;
     Ok(ok(StatusCode::OK, json!({ "message": "User deleted" })))
 }
 
