@@ -8,6 +8,7 @@ mod hostile;
 mod http;
 mod keys;
 mod openapi;
+mod phone;
 mod schema;
 mod ui;
 mod usage;
