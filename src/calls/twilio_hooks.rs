@@ -164,7 +164,8 @@ impl FromRequest<AppState> for Hook {
                 .await
                 .map_err(fault)?
         };
-        let Some((owner, found)) = found else {
+        // A web call's run has no Twilio call behind it.
+        let Some((owner, found)) = found.filter(|(_, f)| f.run.kind == "PHONE_CALL") else {
             return Err(not_found());
         };
         let forbidden = || refuse(StatusCode::FORBIDDEN, "Invalid Twilio signature");

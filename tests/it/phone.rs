@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::agents::{create_agent, db, tenant, Tenant, PROMPT};
 use crate::auth::post;
-use crate::calls::{run_state, usage_today, LlmStub, Mode};
+use crate::calls::{run_state, start_call, usage_today, LlmStub, Mode};
 use crate::common::TestApp;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -403,6 +403,9 @@ async fn a_phone_call_runs_through_twilio_and_its_webhooks() {
     )
     .await;
     assert_eq!(status, 404);
+    let (web_run, _) = start_call(&app, &t, &agent).await;
+    let (status, _, _) = hook(&app, "webhook", &web_run, &params).await;
+    assert_eq!(status, 404, "a web call has no webhooks");
 
     // Answered: the greeting, escaped, and a Gather pointing back here.
     db(&app)
