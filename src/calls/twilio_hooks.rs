@@ -91,8 +91,9 @@ fn refuse(status: StatusCode, text: &'static str) -> Response {
         .into_response()
 }
 
-/// A server fault while handling a webhook: logged; Twilio is told to
-/// retry later rather than given a hang-up.
+/// A server fault while handling a webhook (the database): logged and
+/// answered as one, so Twilio's debugger shows it and Twilio turns to the
+/// number's fallback URL, if one is set, instead of obeying a made-up TwiML.
 fn fault(err: ApiError) -> Response {
     tracing::warn!(error = %err, "a Twilio webhook failed");
     err.into_response()

@@ -508,6 +508,11 @@ async fn a_phone_call_runs_through_twilio_and_its_webhooks() {
         .unwrap();
     assert_eq!(stored.as_deref(), Some(recording.as_str()));
 
+    // A status that is not final leaves the run in progress.
+    let (status, _, _) = hook(&app, "status", &run, &[("CallStatus", "in-progress")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(run_state(&db(&app), &run), ("in_progress".into(), None));
+
     // The call ends: completed with Twilio's duration, tokens and usage by
     // the triggers; a second callback changes nothing.
     let (status, _, xml) = hook(
