@@ -121,6 +121,12 @@ pub struct Config {
     )]
     pub twilio_base_url: String,
 
+    /// Where Twilio reaches this server from the internet (`https://voxflow.example.com`):
+    /// the base of the webhook URLs given to Twilio, and of the URL each
+    /// webhook's signature covers. Phone calls need it.
+    #[arg(long, env = "VOXFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// How long a key test may wait for the provider, in seconds.
     #[arg(long, env = "VOXFLOW_PROVIDER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub provider_timeout_secs: u64,
@@ -136,6 +142,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// `public_url` without a trailing slash, when set and not blank.
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+    }
+
     /// A config for `data_dir` with every other setting at its default, as
     /// `voxflow serve --data-dir DIR --http 127.0.0.1:0` would give; for tests
     /// and embedding.
@@ -159,6 +173,7 @@ impl Config {
             groq_base_url: "https://api.groq.com/openai/v1".into(),
             deepgram_base_url: "https://api.deepgram.com".into(),
             twilio_base_url: "https://api.twilio.com".into(),
+            public_url: None,
             provider_timeout_secs: 10,
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,

@@ -1,9 +1,12 @@
-//! Agent runs: web calls with an LLM, their transcripts, and the sweep that
-//! closes the runs nobody ended.
+//! Agent runs: web calls and phone calls (through Twilio) with an LLM, their
+//! transcripts, and the sweep that closes the runs nobody ended.
 
+pub mod agent_llm;
+pub mod phone;
 pub mod routes;
 pub mod store;
 pub mod sweep;
+pub mod twilio_hooks;
 
 /// What a client may give as the outcome of a call it ends (`api.md`).
 pub const END_DISPOSITIONS: [&str; 7] = [

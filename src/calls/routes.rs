@@ -12,28 +12,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::agent_llm::{self, plan_llm};
 use super::store::{self, OwnedRun, Run, RunKind, Turn};
 use super::END_DISPOSITIONS;
 use crate::admin::audit::{self, Entry};
 use crate::agents::{self, Agent};
-use crate::api_keys::{self, KeySource, Provider, ResolvedKey};
 use crate::auth::extract::CurrentUser;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ClientInfo};
 use crate::http::AppState;
-use crate::providers::llm::{self, ChatMessage, Target};
-use crate::service_config::{self, ServiceConfig, LLM_GROQ, LLM_OPENAI_COMPATIBLE};
+use crate::service_config::{self, ServiceConfig};
 
 /// The longest message a caller may send in one turn.
 const MAX_MESSAGE_CHARS: usize = 4000;
-/// The most recent turns sent to the LLM with each message: enough for a
-/// phone-length conversation, bounded so a long one does not outgrow the
-/// model's context.
-const CONTEXT_TURNS: usize = 40;
 /// Turns one run may hold (greeting, messages and replies); a conversation
 /// that long is better ended and started afresh.
-const MAX_TURNS: usize = 400;
+pub(super) const MAX_TURNS: usize = 400;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,10 +37,11 @@ pub fn router() -> Router<AppState> {
         .route("/web/end", post(web_end))
         .route("/run/{id}", get(get_run))
         .route("/transcript/{id}", get(get_transcript))
+        .merge(super::phone::router())
 }
 
 /// An id given in a JSON body: required, and a UUID (a 400 otherwise).
-fn body_id(field: &str, raw: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn body_id(field: &str, raw: Option<&str>) -> Result<String, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::field(field, "is required"))?;
     Uuid::parse_str(raw.trim())
         .map(|u| u.to_string())
@@ -61,63 +57,8 @@ fn not_in_progress(run: &Run) -> ApiError {
 }
 
 /// The opening line the agent speaks when the call starts.
-fn greeting(agent: &Agent) -> String {
-    format!("Hello! I'm {}. How can I help you today?", agent.name)
-}
-
-/// Where the tenant's LLM requests go, and with which key.
-struct LlmPlan {
-    provider: String,
-    base_url: String,
-    model: String,
-    key: Option<ResolvedKey>,
-}
-
-fn setup_required(message: &str) -> ApiError {
-    ApiError::bad_request("SETUP_REQUIRED", message)
-}
-
-/// Groq needs a key: the tenant's, else the server's. An openai_compatible
-/// server (an air-gapped install's own) may need none; it gets only the
-/// tenant's own key, never the server's, which must not travel to a URL a
-/// tenant chose.
-async fn plan_llm(
-    state: &AppState,
-    user_id: &str,
-    config: &ServiceConfig,
-) -> Result<LlmPlan, ApiError> {
-    let key = api_keys::resolve(state, user_id, Provider::Groq).await?;
-    match config.llm_provider.as_str() {
-        LLM_GROQ => {
-            let Some(key) = key else {
-                return Err(setup_required(
-                    "No LLM API key is configured: save a Groq key under API keys (or ask the administrator to set GROQ_API_KEY)",
-                ));
-            };
-            Ok(LlmPlan {
-                provider: LLM_GROQ.into(),
-                base_url: state.config.groq_base_url.clone(),
-                model: config.llm_model.clone(),
-                key: Some(key),
-            })
-        }
-        LLM_OPENAI_COMPATIBLE => {
-            let Some(base_url) = config.llm_base_url.clone() else {
-                return Err(setup_required(
-                    "The openai_compatible LLM has no base URL: set llm_base_url in the service configuration",
-                ));
-            };
-            Ok(LlmPlan {
-                provider: LLM_OPENAI_COMPATIBLE.into(),
-                base_url,
-                model: config.llm_model.clone(),
-                key: key.filter(|k| matches!(k.source, KeySource::User)),
-            })
-        }
-        other => Err(setup_required(&format!(
-            "The configured LLM provider {other:?} is not supported: choose groq or openai_compatible in the service configuration"
-        ))),
-    }
+pub(super) fn greeting(agent_name: &str) -> String {
+    format!("Hello! I'm {agent_name}. How can I help you today?")
 }
 
 /// The 402 of a tenant whose month's tokens are spent.
@@ -141,6 +82,40 @@ fn spent_quota(conn: &rusqlite::Connection, user_id: &str) -> rusqlite::Result<O
     Ok((month.tokens_remaining <= 0.0).then_some((month.tokens_used, month.quota)))
 }
 
+/// The tenant's agent (404 otherwise) when the month's tokens are not
+/// spent (402): what starting any call needs.
+pub(super) fn startable_agent(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    agent_id: &str,
+) -> Result<Agent, ApiError> {
+    let Some(agent) = agents::owned_agent(conn, user_id, agent_id)? else {
+        return Err(ApiError::not_found("Agent"));
+    };
+    if let Some((used, quota)) = spent_quota(conn, user_id)? {
+        return Err(quota_exceeded(used, quota));
+    }
+    Ok(agent)
+}
+
+/// The refusals before a call starts, in the order a tenant can act on
+/// them: the agent, the quota, then the setup (the caller's to check, with
+/// the service configuration returned here).
+pub(super) async fn startable(
+    state: &AppState,
+    user_id: &str,
+    agent_id: &str,
+) -> Result<ServiceConfig, ApiError> {
+    let (user_id, agent_id) = (user_id.to_string(), agent_id.to_string());
+    state
+        .db
+        .read(move |c| {
+            startable_agent(c, &user_id, &agent_id)?;
+            Ok(service_config::load(c, &user_id)?)
+        })
+        .await
+}
+
 #[derive(Deserialize)]
 struct StartBody {
     agent_id: Option<String>,
@@ -154,23 +129,7 @@ async fn web_start(
 ) -> ApiResult<Response> {
     let agent_id = body_id("agent_id", body.agent_id.as_deref())?;
     let user_id = current.user.id;
-    // Refusals in the order a tenant can act on them: the agent, the
-    // quota, then the setup.
-    let config = {
-        let (user_id, agent_id) = (user_id.clone(), agent_id.clone());
-        state
-            .db
-            .read(move |c| {
-                if agents::owned_agent(c, &user_id, &agent_id)?.is_none() {
-                    return Err(ApiError::not_found("Agent"));
-                }
-                if let Some((used, quota)) = spent_quota(c, &user_id)? {
-                    return Err(quota_exceeded(used, quota));
-                }
-                Ok(service_config::load(c, &user_id)?)
-            })
-            .await?
-    };
+    let config = startable(&state, &user_id, &agent_id).await?;
     plan_llm(&state, &user_id, &config).await?;
 
     let (run_id, run_number, agent, greeting) = state
@@ -179,15 +138,10 @@ async fn web_start(
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Checked again: the agent may have gone, or a call ended and
             // spent the quota, since the read above.
-            let Some(agent) = agents::owned_agent(&tx, &user_id, &agent_id)? else {
-                return Err(ApiError::not_found("Agent"));
-            };
-            if let Some((used, quota)) = spent_quota(&tx, &user_id)? {
-                return Err(quota_exceeded(used, quota));
-            }
+            let agent = startable_agent(&tx, &user_id, &agent_id)?;
             let (run_id, run_number, created_at) =
-                store::insert_run(&tx, RunKind::Web, &agent.id)?;
-            let greeting = greeting(&agent);
+                store::insert_run(&tx, RunKind::Web, &agent.id, None)?;
+            let greeting = greeting(&agent.name);
             store::save_transcript(
                 &tx,
                 &run_id,
@@ -276,11 +230,7 @@ async fn web_message(
                         ),
                     ));
                 }
-                let prompt: String = c.query_row(
-                    "SELECT description FROM agents WHERE id = ?1",
-                    [&found.run.agent_id],
-                    |r| r.get(0),
-                )?;
+                let prompt = store::agent_prompt(c, &found.run.agent_id)?;
                 let config = service_config::load(c, &user_id)?;
                 Ok::<_, ApiError>((found, prompt, config, store::now(c)?))
             })
@@ -288,40 +238,18 @@ async fn web_message(
     };
     let plan = plan_llm(&state, &user_id, &config).await?;
 
-    let mut messages = vec![ChatMessage {
-        role: "system".into(),
-        content: prompt,
-    }];
-    let recent = found.transcript.len().saturating_sub(CONTEXT_TURNS);
-    messages.extend(found.transcript[recent..].iter().map(|t| ChatMessage {
-        role: t.role.clone(),
-        content: t.content.clone(),
-    }));
-    messages.push(ChatMessage {
-        role: "user".into(),
-        content: message.clone(),
-    });
-    let target = Target {
-        provider: &plan.provider,
-        base_url: &plan.base_url,
-        api_key: plan.key.as_ref().map(|k| k.secret.as_str()),
-        model: &plan.model,
-    };
     // A failure leaves the run as it was: in progress, without this
     // message, so the client may simply send it again.
-    let reply = llm::chat(&state.http_client, &target, &messages, state.config.llm_timeout_secs)
-        .await
-        .map_err(|e| {
-            tracing::warn!(run_id = %run_id, provider = %plan.provider, error = %e, "LLM request failed");
-            e.into_api_error(&plan.provider)
-        })?;
-    if plan
-        .key
-        .as_ref()
-        .is_some_and(|k| matches!(k.source, KeySource::User))
-    {
-        api_keys::mark_used(&state, &user_id, Provider::Groq).await?;
-    }
+    let reply = agent_llm::reply(
+        &state,
+        &user_id,
+        &run_id,
+        &plan,
+        prompt,
+        &found.transcript,
+        &message,
+    )
+    .await?;
 
     let response = reply.clone();
     state

@@ -79,35 +79,52 @@ pub fn owned_run(
     user_id: &str,
     run_id: &str,
 ) -> rusqlite::Result<Option<OwnedRun>> {
+    Ok(run_with_owner(conn, run_id)?
+        .filter(|(owner, _)| owner == user_id)
+        .map(|(_, found)| found))
+}
+
+/// The run and its owner's user id, whoever that is: for Twilio's
+/// webhooks, which come without a session and prove themselves by a
+/// signature made with the owner's token.
+pub fn run_with_owner(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<Option<(String, OwnedRun)>> {
     conn.query_row(
         &format!(
-            "SELECT {RUN_COLUMNS}, a.name, r.transcript_text
+            "SELECT {RUN_COLUMNS}, a.name, r.transcript_text, a.user_id
              FROM agent_runs r JOIN agents a ON a.id = r.agent_id
-             WHERE r.id = ?1 AND a.user_id = ?2"
+             WHERE r.id = ?1"
         ),
-        [run_id, user_id],
+        [run_id],
         |r| {
-            Ok(OwnedRun {
-                run: run_from_row(r, 0)?,
-                agent_name: r.get(14)?,
-                transcript: parse_transcript(r.get::<_, Option<String>>(15)?.as_deref()),
-            })
+            Ok((
+                r.get(16)?,
+                OwnedRun {
+                    run: run_from_row(r, 0)?,
+                    agent_name: r.get(14)?,
+                    transcript: parse_transcript(r.get::<_, Option<String>>(15)?.as_deref()),
+                },
+            ))
         },
     )
     .optional()
 }
 
-/// Kinds of run, each with its own run-number series (`WR-WEB-000123`);
-/// phone calls will add `WR-TEL-…`.
+/// Kinds of run, each with its own run-number series (`WR-WEB-000123`,
+/// `WR-TEL-000123`).
 #[derive(Debug, Clone, Copy)]
 pub enum RunKind {
     Web,
+    Phone,
 }
 
 impl RunKind {
     fn code(self) -> &'static str {
         match self {
             RunKind::Web => "WEB",
+            RunKind::Phone => "TEL",
         }
     }
 
@@ -115,18 +132,20 @@ impl RunKind {
     fn run_type(self) -> &'static str {
         match self {
             RunKind::Web => "WEB_CALL",
+            RunKind::Phone => "PHONE_CALL",
         }
     }
 }
 
-/// Inserts a run of `agent_id` with the next free run number of its kind and
-/// returns `(id, run_number, created_at)`. Call it inside the write
+/// Inserts a run of `agent_id` (calling `phone_number`, for a phone call)
+/// with the next free run number of its kind and returns `(id, run_number, created_at)`. Call it inside the write
 /// transaction: the counter and the insert commit together, and a number
 /// taken by a run imported from elsewhere is skipped.
 pub fn insert_run(
     conn: &Connection,
     kind: RunKind,
     agent_id: &str,
+    phone_number: Option<&str>,
 ) -> rusqlite::Result<(String, String, String)> {
     // Every attempt consumes a number, so this ends; the bound only guards
     // against a counter and a table out of step by more than anyone imports.
@@ -142,10 +161,10 @@ pub fn insert_run(
         )?;
         let number = format!("WR-{}-{n:06}", kind.code());
         let inserted = conn.query_row(
-            "INSERT INTO agent_runs (run_number, agent_id, type, last_activity_at)
-             VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at)
+             VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              RETURNING id, created_at",
-            params![number, agent_id, kind.run_type()],
+            params![number, agent_id, kind.run_type(), phone_number],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
         );
         match inserted {
@@ -160,6 +179,15 @@ pub fn insert_run(
         }
     }
     Err(last_err.unwrap_or(rusqlite::Error::QueryReturnedNoRows))
+}
+
+/// The agent's description: the system prompt of its calls.
+pub fn agent_prompt(conn: &Connection, agent_id: &str) -> rusqlite::Result<String> {
+    conn.query_row(
+        "SELECT description FROM agents WHERE id = ?1",
+        [agent_id],
+        |r| r.get(0),
+    )
 }
 
 /// Replaces the stored transcript and marks the run active now.

@@ -269,6 +269,47 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ),
         &[("run_id", "string", true), ("disposition", "string", false)],
     ),
+    with_body(
+        ep(
+            "post",
+            "/api/calls/phone/start",
+            "calls",
+            "Place a phone call through Twilio (not on the free tier)",
+            User,
+        ),
+        &[
+            ("agent_id", "string", true),
+            ("phone_number", "string", true),
+        ],
+    ),
+    ep(
+        "post",
+        "/api/calls/twilio/webhook/{run_id}",
+        "twilio",
+        "Twilio: the call was answered; TwiML greeting (signed by Twilio)",
+        Public,
+    ),
+    ep(
+        "post",
+        "/api/calls/twilio/gather/{run_id}",
+        "twilio",
+        "Twilio: the caller spoke (SpeechResult); TwiML reply (signed by Twilio)",
+        Public,
+    ),
+    ep(
+        "post",
+        "/api/calls/twilio/status/{run_id}",
+        "twilio",
+        "Twilio: the call ended (CallStatus, CallDuration) (signed by Twilio)",
+        Public,
+    ),
+    ep(
+        "post",
+        "/api/calls/twilio/recording/{run_id}",
+        "twilio",
+        "Twilio: the recording is ready (RecordingUrl) (signed by Twilio)",
+        Public,
+    ),
     ep("get", "/api/calls/run/{id}", "calls", "A run", User),
     ep(
         "get",
@@ -552,6 +593,14 @@ fn operation(e: &Endpoint) -> Value {
             "4XX": {"description": "`{\"success\": false, \"message\", \"code\", \"errors\"?}`"},
         },
     });
+    if e.tag == "twilio" {
+        // Twilio reads TwiML, not the envelope, and is refused in plain text.
+        op["responses"] = json!({
+            "200": {"description": "TwiML (`text/xml`)"},
+            "403": {"description": "`X-Twilio-Signature` missing or wrong"},
+            "404": {"description": "No such run"},
+        });
+    }
     let params = parameters(e);
     if !params.is_empty() {
         op["parameters"] = Value::Array(params);

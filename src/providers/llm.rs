@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::{read_capped, CappedRead};
 use crate::http::error::ApiError;
 
 /// The most of a provider's answer read into memory: a reply is a few
@@ -103,13 +104,12 @@ pub async fn chat(
             code => LlmError::Status(code),
         });
     }
-    let mut raw = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(send_error)? {
-        if raw.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(LlmError::BadReply);
-        }
-        raw.extend_from_slice(&chunk);
-    }
+    let raw = read_capped(&mut response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            CappedRead::TooLarge => LlmError::BadReply,
+            CappedRead::Failed(e) => send_error(e),
+        })?;
     reply_text(&raw).ok_or(LlmError::BadReply)
 }
 

@@ -127,6 +127,30 @@ fn classify(status: u16) -> KeyCheck {
     }
 }
 
+/// Why a provider's answer could not be read whole.
+pub(crate) enum CappedRead {
+    /// Longer than the caller allows.
+    TooLarge,
+    /// The connection failed or timed out mid-answer.
+    Failed(reqwest::Error),
+}
+
+/// The body of `response`, up to `max` bytes: a reply is small, and a
+/// misbehaving server must not exhaust our memory.
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, CappedRead> {
+    let mut raw = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(CappedRead::Failed)? {
+        if raw.len() + chunk.len() > max {
+            return Err(CappedRead::TooLarge);
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
+}
+
 /// `base` and `path` joined with exactly one slash.
 pub(crate) fn join(base: &str, path: &str) -> String {
     format!(

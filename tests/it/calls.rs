@@ -22,7 +22,7 @@ const SERVER_KEY: &str = "gsk_server_fallback_key_for_tests";
 
 #[derive(Clone, Copy)]
 #[repr(u8)]
-enum Mode {
+pub enum Mode {
     Answer = 0,
     Fail500 = 1,
     /// Answers after 3 s, past a 1 s client timeout.
@@ -106,7 +106,7 @@ impl LlmStub {
         }
     }
 
-    fn set(&self, mode: Mode) {
+    pub fn set(&self, mode: Mode) {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
     }
 
@@ -182,7 +182,7 @@ pub fn tokens_for(secs: i64) -> f64 {
 }
 
 /// `(total_calls, total_duration_seconds, total_tokens)` of today's usage row.
-fn usage_today(app: &TestApp, user: &str) -> Option<(i64, i64, f64)> {
+pub fn usage_today(app: &TestApp, user: &str) -> Option<(i64, i64, f64)> {
     use rusqlite::OptionalExtension;
     db(app)
         .query_row(
@@ -742,7 +742,7 @@ async fn runs_are_listed_per_agent_with_filters_and_a_summary() {
 }
 
 /// Reads a run's status and disposition straight from the database.
-fn run_state(conn: &rusqlite::Connection, run: &str) -> (String, Option<String>) {
+pub fn run_state(conn: &rusqlite::Connection, run: &str) -> (String, Option<String>) {
     conn.query_row(
         "SELECT status, disposition FROM agent_runs WHERE id = ?1",
         [run],

@@ -219,6 +219,74 @@ async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[Str
     }
 }
 
+/// Twilio's webhooks answer TwiML or plain text, not the envelope: fed
+/// anything without a valid signature they answer a 4xx, never a 5xx.
+async fn sweep_webhooks(app: &TestApp, ids: &[String]) {
+    let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
+    all_ids.extend(ids.iter().cloned());
+    let mut bodies: Vec<(String, &str, Vec<u8>)> = bodies()
+        .into_iter()
+        .map(|(what, b)| (what, "application/json", b))
+        .collect();
+    for (what, form) in [
+        ("empty form", ""),
+        (
+            "speech",
+            "SpeechResult=%3Cscript%3E&CallStatus=completed&CallDuration=60",
+        ),
+        ("bad duration", "CallStatus=completed&CallDuration=-1e99"),
+        ("recording", "RecordingUrl=javascript%3Aalert(1)"),
+        ("broken encoding", "a=%ZZ&&=&b"),
+    ] {
+        bodies.push((
+            what.into(),
+            "application/x-www-form-urlencoded",
+            form.as_bytes().to_vec(),
+        ));
+    }
+    let signatures = [
+        None,
+        Some(""),
+        Some("AAAA"),
+        Some("not base64 ✗"),
+        Some("%00"),
+    ];
+    for kind in ["webhook", "gather", "status", "recording"] {
+        let template = format!("/api/calls/twilio/{kind}/{{run_id}}");
+        assert!(
+            voxflow::http::openapi::ENDPOINTS
+                .iter()
+                .any(|e| e.method == "post" && e.path == template),
+            "{template} is missing from the OpenAPI document"
+        );
+        for id in &all_ids {
+            let path = format!("/api/calls/twilio/{kind}/{id}");
+            for (what, ctype, body) in &bodies {
+                for sig in signatures {
+                    let mut req = app
+                        .client
+                        .post(app.url(&path))
+                        .header("content-type", *ctype)
+                        .body(body.clone());
+                    if let Some(sig) = sig {
+                        req = req.header("x-twilio-signature", sig.as_bytes());
+                    }
+                    let res = req
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("{path} ({what}, {sig:?}): {e:?}"));
+                    let status = res.status();
+                    assert!(
+                        status.is_client_error(),
+                        "{path} ({what}, {sig:?}) answered {status}: {}",
+                        res.text().await.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn integrity(app: &TestApp) {
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
     let check: String = conn
@@ -262,6 +330,7 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::POST, "/api/calls/web/start"),
         (Method::POST, "/api/calls/web/message"),
         (Method::POST, "/api/calls/web/end"),
+        (Method::POST, "/api/calls/phone/start"),
         (Method::GET, "/api/calls/run/{id}"),
         (Method::GET, "/api/calls/transcript/{id}"),
         (Method::GET, "/api/api-keys/providers"),
@@ -284,6 +353,25 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::DELETE, "/api/agents/{id}"),
     ];
     sweep(&app, &token, &user_routes, &ids).await;
+
+    // A real phone-call run (of an agent the sweep did not delete), so the
+    // webhooks get as far as the signature.
+    let (_, agent) = post(
+        &app,
+        "/api/agents",
+        Some(&token),
+        json!({"name": "Bo", "type": "OUTBOUND", "use_case": "sales", "description": "You call people back politely."}),
+    )
+    .await;
+    let run: String = rusqlite::Connection::open(app.db_path())
+        .unwrap()
+        .query_row(
+            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number) VALUES ('WR-TEL-999999', ?1, 'PHONE_CALL', '+14155550199') RETURNING id",
+            [agent["data"]["id"].as_str().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    sweep_webhooks(&app, &[run, ids[0].clone()]).await;
 
     let admin = admin_token(&app).await;
     let (_, victim) = register(&app, "victim@example.com").await;

@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod keys;
 mod openapi;
+mod phone;
 mod schema;
 mod ui;
 mod usage;

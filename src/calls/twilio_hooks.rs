@@ -1,0 +1,471 @@
+//! Twilio's callbacks for a phone call: `webhook` (the call was answered),
+//! `gather` (the caller said something), `status` (the call ended) and
+//! `recording` (its recording is ready). They come without a session: each
+//! proves itself by `X-Twilio-Signature`, made with the run owner's auth
+//! token. They answer TwiML, or a plain-text 4xx Twilio logs.
+
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Router};
+use rusqlite::{params, Connection, TransactionBehavior};
+use uuid::Uuid;
+
+use super::agent_llm::{self, plan_llm};
+use super::phone::hook_url;
+use super::routes::{greeting, MAX_TURNS};
+use super::store::{self, OwnedRun, Turn};
+use crate::api_keys::{self, Provider};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::providers::twilio;
+use crate::service_config;
+
+/// The longest speech result kept for one turn; Twilio's are a sentence
+/// or two, and the LLM request must stay bounded.
+const MAX_SPEECH_CHARS: usize = 4000;
+/// The longest recording URL stored (the column has no bound of its own).
+const MAX_RECORDING_URL: usize = 2048;
+
+const APOLOGY: &str = "Sorry, I am having trouble answering right now. Could you say that again?";
+const REPROMPT: &str = "Sorry, I did not catch that. Could you say it again?";
+const GOODBYE: &str = "This call has gone on for a long time; please call again. Goodbye.";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/twilio/webhook/{run_id}", post(on_answer))
+        .route("/twilio/gather/{run_id}", post(on_gather))
+        .route("/twilio/status/{run_id}", post(on_status))
+        .route("/twilio/recording/{run_id}", post(on_recording))
+}
+
+/// `s` safe inside XML text and attribute values.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn twiml(inner: &str) -> Response {
+    let body = if inner.is_empty() {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".to_string()
+    } else {
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{inner}</Response>")
+    };
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+/// Speaks `text`, then listens for the caller's answer, which Twilio posts
+/// to the run's `gather` webhook.
+fn say_and_gather(public: &str, run_id: &str, text: &str) -> Response {
+    twiml(&format!(
+        "<Say>{}</Say><Gather input=\"speech\" action=\"{}\" method=\"POST\" speechTimeout=\"auto\"/>",
+        xml_escape(text),
+        xml_escape(&hook_url(public, "gather", run_id)),
+    ))
+}
+
+fn hang_up(text: Option<&str>) -> Response {
+    match text {
+        Some(t) => twiml(&format!("<Say>{}</Say><Hangup/>", xml_escape(t))),
+        None => twiml("<Hangup/>"),
+    }
+}
+
+fn refuse(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// A server fault while handling a webhook (the database): logged and
+/// answered as one, so Twilio's debugger shows it and Twilio turns to the
+/// number's fallback URL, if one is set, instead of obeying a made-up TwiML.
+fn fault(err: ApiError) -> Response {
+    tracing::warn!(error = %err, "a Twilio webhook failed");
+    err.into_response()
+}
+
+/// A webhook request whose signature checked out.
+struct Hook {
+    run_id: String,
+    owner: String,
+    found: OwnedRun,
+    params: Vec<(String, String)>,
+    public: String,
+}
+
+impl Hook {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn in_progress(&self) -> bool {
+        self.found.run.status == "in_progress"
+    }
+}
+
+impl FromRequest<AppState> for Hook {
+    type Rejection = Response;
+
+    /// The run (404 when unknown) and proof that Twilio sent this, under
+    /// the run owner's auth token (403 when the signature is missing or
+    /// wrong, or cannot be checked for want of a public URL or a token).
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        // The URL as Twilio called it: our public address, the path as it
+        // arrived (with /api, which the nested router's Uri lacks) and the
+        // query.
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0)
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let Path(run_id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let signature = parts
+            .headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Form(params) =
+            Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+
+        let not_found = || refuse(StatusCode::NOT_FOUND, "No such run");
+        let Ok(run_id) = Uuid::parse_str(&run_id).map(|u| u.to_string()) else {
+            return Err(not_found());
+        };
+        let found = {
+            let run_id = run_id.clone();
+            state
+                .db
+                .read(move |c| store::run_with_owner(c, &run_id).map_err(ApiError::from))
+                .await
+                .map_err(fault)?
+        };
+        // A web call's run has no Twilio call behind it.
+        let Some((owner, found)) = found.filter(|(_, f)| f.run.kind == "PHONE_CALL") else {
+            return Err(not_found());
+        };
+        let forbidden = || refuse(StatusCode::FORBIDDEN, "Invalid Twilio signature");
+        let Some(signature) = signature else {
+            return Err(forbidden());
+        };
+        let Some(public) = state.config.public_base().map(str::to_string) else {
+            tracing::warn!("a Twilio webhook arrived, but VOXFLOW_PUBLIC_URL is not set");
+            return Err(forbidden());
+        };
+        let token = match api_keys::resolve(state, &owner, Provider::Twilio).await {
+            Ok(Some(key)) => key.secret,
+            Ok(None) => return Err(forbidden()),
+            Err(err) => {
+                tracing::warn!(error = %err, "no Twilio token to check a webhook with");
+                return Err(forbidden());
+            }
+        };
+        if !twilio::signature_matches(&token, &format!("{public}{path}"), &params, &signature) {
+            return Err(forbidden());
+        }
+        Ok(Hook {
+            run_id,
+            owner,
+            found,
+            params,
+            public,
+        })
+    }
+}
+
+/// Marks the run active now, so the idle sweep leaves a live call alone.
+fn touch(conn: &Connection, run_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        [run_id],
+    )?;
+    Ok(())
+}
+
+/// The database clock, for a transcript turn's time.
+async fn db_now(state: &AppState) -> Result<String, Response> {
+    state
+        .db
+        .read(|c| store::now(c).map_err(ApiError::from))
+        .await
+        .map_err(fault)
+}
+
+async fn touch_run(state: &AppState, run_id: &str) -> Result<(), Response> {
+    let run_id = run_id.to_string();
+    state
+        .db
+        .write(move |c| touch(c, &run_id).map_err(ApiError::from))
+        .await
+        .map_err(fault)
+}
+
+/// Appends `turns` to the run's transcript when it is still in progress
+/// (read again under the write lock: a status callback may have ended it).
+async fn append_turns(state: &AppState, run_id: &str, turns: Vec<Turn>) -> Result<(), Response> {
+    let run_id = run_id.to_string();
+    state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            match store::run_with_owner(&tx, &run_id)? {
+                Some((_, found)) if found.run.status == "in_progress" => {
+                    let mut all = found.transcript;
+                    all.extend(turns);
+                    store::save_transcript(&tx, &run_id, &all)?;
+                }
+                _ => touch(&tx, &run_id)?,
+            }
+            tx.commit()?;
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .map_err(fault)
+}
+
+/// The call was answered: the agent greets the caller and listens.
+async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
+    if !hook.in_progress() {
+        return Ok(hang_up(None));
+    }
+    let greeting = greeting(&hook.found.agent_name);
+    // Twilio may ask again (a retry): the greeting is written down once.
+    let turns = if hook.found.transcript.is_empty() {
+        let at = db_now(&state).await?;
+        vec![Turn {
+            role: "assistant".into(),
+            content: greeting.clone(),
+            at,
+        }]
+    } else {
+        Vec::new()
+    };
+    append_turns(&state, &hook.run_id, turns).await?;
+    Ok(say_and_gather(&hook.public, &hook.run_id, &greeting))
+}
+
+/// The agent's description, the tenant's LLM and the agent's reply to
+/// `speech`; `None` when any of it fails (logged), so the caller hears an
+/// apology instead of a dead line.
+async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<String> {
+    let reply = async {
+        let (owner, agent_id) = (hook.owner.clone(), hook.found.run.agent_id.clone());
+        let (prompt, config) = state
+            .db
+            .read(move |c| {
+                let prompt = store::agent_prompt(c, &agent_id)?;
+                Ok::<_, ApiError>((prompt, service_config::load(c, &owner)?))
+            })
+            .await?;
+        let plan = plan_llm(state, &hook.owner, &config).await?;
+        agent_llm::reply(
+            state,
+            &hook.owner,
+            &hook.run_id,
+            &plan,
+            prompt,
+            &hook.found.transcript,
+            speech,
+        )
+        .await
+    };
+    reply
+        .await
+        .map_err(|e| tracing::warn!(run_id = %hook.run_id, error = %e, "no reply for a phone call"))
+        .ok()
+}
+
+/// The caller spoke: the agent answers and listens again.
+async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
+    if !hook.in_progress() {
+        return Ok(hang_up(None));
+    }
+    if hook.found.transcript.len() + 2 > MAX_TURNS {
+        touch_run(&state, &hook.run_id).await?;
+        return Ok(hang_up(Some(GOODBYE)));
+    }
+    let Some(speech) = hook
+        .param("SpeechResult")
+        .map(|s| s.chars().take(MAX_SPEECH_CHARS).collect::<String>())
+    else {
+        touch_run(&state, &hook.run_id).await?;
+        return Ok(say_and_gather(&hook.public, &hook.run_id, REPROMPT));
+    };
+    let said_at = db_now(&state).await?;
+    let Some(reply) = agent_reply(&state, &hook, &speech).await else {
+        // Like a failed web message: the run stays as it was, and the
+        // caller may say it again.
+        touch_run(&state, &hook.run_id).await?;
+        return Ok(say_and_gather(&hook.public, &hook.run_id, APOLOGY));
+    };
+    let replied_at = db_now(&state).await?;
+    let turns = vec![
+        Turn {
+            role: "user".into(),
+            content: speech,
+            at: said_at,
+        },
+        Turn {
+            role: "assistant".into(),
+            content: reply.clone(),
+            at: replied_at,
+        },
+    ];
+    append_turns(&state, &hook.run_id, turns).await?;
+    Ok(say_and_gather(&hook.public, &hook.run_id, &reply))
+}
+
+/// Twilio's final `CallStatus` → the run's status and disposition; `None`
+/// for a call still under way (queued, ringing, in-progress).
+fn outcome(call_status: &str) -> Option<(&'static str, &'static str)> {
+    match call_status {
+        "completed" => Some(("completed", "user_hangup")),
+        "busy" => Some(("failed", "busy")),
+        "no-answer" => Some(("failed", "no_answer")),
+        "failed" | "canceled" => Some(("failed", "failed")),
+        _ => None,
+    }
+}
+
+/// The call ended: the run is closed with Twilio's duration. Only a run in
+/// progress changes, so a repeated callback (Twilio retries) counts once.
+async fn on_status(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
+    let Some((status, disposition)) = hook.param("CallStatus").and_then(outcome) else {
+        touch_run(&state, &hook.run_id).await?;
+        return Ok(twiml(""));
+    };
+    // A duration Twilio did not give, or gave garbled, is 0: the call is
+    // still closed, at no cost.
+    let duration = hook
+        .param("CallDuration")
+        .and_then(|d| d.parse::<u32>().ok())
+        .map_or(0, i64::from);
+    let run_id = hook.run_id.clone();
+    state
+        .db
+        .write(move |c| {
+            // Setting the status in an UPDATE fires the triggers: tokens,
+            // the agent's total_runs, the daily usage.
+            c.execute(
+                "UPDATE agent_runs
+                 SET duration_seconds = ?2,
+                     disposition = ?3,
+                     completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                     last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                     status = ?4
+                 WHERE id = ?1 AND status = 'in_progress'",
+                params![run_id, duration, disposition, status],
+            )
+            .map_err(ApiError::from)
+        })
+        .await
+        .map_err(fault)?;
+    Ok(twiml(""))
+}
+
+/// Whether `url` is a recording on Twilio's own host over https: the
+/// stored URL is shown to the tenant, so nothing else may be planted there.
+fn is_twilio_recording(url: &str, twilio_base: &str) -> bool {
+    let (Ok(url), Ok(base)) = (reqwest::Url::parse(url), reqwest::Url::parse(twilio_base)) else {
+        return false;
+    };
+    url.as_str().len() <= MAX_RECORDING_URL
+        && url.scheme() == "https"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.host_str().is_some()
+        && url.host_str() == base.host_str()
+}
+
+/// The recording is ready: its URL is kept with the run.
+async fn on_recording(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
+    let url = hook
+        .param("RecordingUrl")
+        .filter(|u| is_twilio_recording(u, &state.config.twilio_base_url))
+        .map(str::to_string);
+    if url.is_none() {
+        tracing::warn!(run_id = %hook.run_id, "ignored a recording URL not on Twilio's host");
+    }
+    let run_id = hook.run_id.clone();
+    state
+        .db
+        .write(move |c| {
+            c.execute(
+                "UPDATE agent_runs SET recording_url = coalesce(?2, recording_url),
+                        last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?1",
+                params![run_id, url],
+            )
+            .map_err(ApiError::from)
+        })
+        .await
+        .map_err(fault)?;
+    Ok(twiml(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_special_characters_are_escaped() {
+        assert_eq!(
+            xml_escape(r#"<Ann & "Bo's">"#),
+            "&lt;Ann &amp; &quot;Bo&apos;s&quot;&gt;"
+        );
+        assert_eq!(xml_escape("plain ü"), "plain ü");
+    }
+
+    #[test]
+    fn final_call_statuses_map_to_run_outcomes() {
+        assert_eq!(outcome("completed"), Some(("completed", "user_hangup")));
+        assert_eq!(outcome("busy"), Some(("failed", "busy")));
+        assert_eq!(outcome("no-answer"), Some(("failed", "no_answer")));
+        assert_eq!(outcome("canceled"), Some(("failed", "failed")));
+        assert_eq!(outcome("ringing"), None);
+    }
+
+    #[test]
+    fn only_https_recordings_on_twilios_host_are_kept() {
+        let base = "https://api.twilio.com";
+        assert!(is_twilio_recording(
+            "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1",
+            base
+        ));
+        for bad in [
+            "http://api.twilio.com/r",
+            "https://evil.example/r",
+            "https://api.twilio.com.evil.example/r",
+            "https://user:pw@api.twilio.com/r",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(!is_twilio_recording(bad, base), "{bad}");
+        }
+    }
+}
