@@ -124,7 +124,7 @@ pub struct Config {
     /// Where Twilio reaches this server from the internet (`https://voxflow.example.com`):
     /// the base of the webhook URLs given to Twilio, and of the URL each
     /// webhook's signature covers. Phone calls need it.
-    #[arg(long, env = "VOXFLOW_PUBLIC_URL")]
+    #[arg(long, env = "VOXFLOW_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
     /// How long a key test may wait for the provider, in seconds.
@@ -139,6 +139,25 @@ pub struct Config {
     /// (disposition `abandoned`): its browser or its server went away.
     #[arg(long, env = "VOXFLOW_RUN_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub run_idle_timeout_secs: u64,
+}
+
+/// `VOXFLOW_PUBLIC_URL` must be an http(s) origin with an optional path:
+/// Twilio signs the exact URL it calls, so a malformed base would otherwise
+/// surface only as every webhook failing its signature check.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// (or http://)")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') {
+        return Err("must name a host, without a user name or password".into());
+    }
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must have no query, fragment or spaces".into());
+    }
+    Ok(url.to_string())
 }
 
 impl Config {
@@ -177,6 +196,29 @@ impl Config {
             provider_timeout_secs: 10,
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_public_url;
+
+    #[test]
+    fn public_urls_are_origins_with_an_optional_path() {
+        assert_eq!(
+            parse_public_url(" https://vox.example.com/ ").as_deref(),
+            Ok("https://vox.example.com/")
+        );
+        assert!(parse_public_url("http://10.0.0.5:8080/voxflow").is_ok());
+        for bad in [
+            "vox.example.com",
+            "https://",
+            "https://u:p@vox.example.com",
+            "https://vox.example.com/?a=1",
+            "https://vox example.com",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
         }
     }
 }
