@@ -164,25 +164,19 @@ async fn list_agents(
             like_pattern(search),
         );
     }
-    let where_sql = filter.where_sql();
     let (agents, total) = state
         .db
         .read(move |c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM agents a WHERE {where_sql}"),
-                params_from_iter(filter.args.iter()),
-                |r| r.get(0),
-            )?;
-            let (args, paging) = filter.paged(page.limit(), page.offset());
-            let sql = format!(
-                "SELECT {AGENT_COLUMNS} FROM agents a WHERE {where_sql}
-                 ORDER BY a.created_at DESC, a.rowid DESC {paging}"
-            );
-            let agents = c
-                .prepare(&sql)?
-                .query_map(params_from_iter(args.iter()), |r| agent_from_row(r, 0))?
-                .collect::<Result<Vec<Agent>, _>>()?;
-            Ok::<_, ApiError>((agents, total))
+            filter
+                .page_of(
+                    c,
+                    "agents a",
+                    AGENT_COLUMNS,
+                    "a.created_at DESC, a.rowid DESC",
+                    page,
+                    |r| agent_from_row(r, 0),
+                )
+                .map_err(ApiError::from)
         })
         .await?;
     Ok(page.respond(agents, total))

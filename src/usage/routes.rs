@@ -181,30 +181,24 @@ async fn history(
     if let Some(max) = q.max_duration {
         filter.add("r.duration_seconds <= ?", i64::from(max));
     }
-    let where_sql = filter.where_sql();
     let (runs, total) = state
         .db
         .read(move |c| {
-            let from = "FROM agent_runs r JOIN agents a ON a.id = r.agent_id";
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) {from} WHERE {where_sql}"),
-                params_from_iter(filter.args.iter()),
-                |r| r.get(0),
-            )?;
-            let (args, paging) = filter.paged(page.limit(), page.offset());
-            let runs = c
-                .prepare(&format!(
-                    "SELECT {RUN_COLUMNS}, a.name {from} WHERE {where_sql}
-                     ORDER BY r.created_at DESC, r.rowid DESC {paging}"
-                ))?
-                .query_map(params_from_iter(args.iter()), |r| {
-                    Ok(HistoryRun {
-                        run: run_from_row(r, 0)?,
-                        agent_name: r.get(14)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, ApiError>((runs, total))
+            filter
+                .page_of(
+                    c,
+                    "agent_runs r JOIN agents a ON a.id = r.agent_id",
+                    &format!("{RUN_COLUMNS}, a.name"),
+                    "r.created_at DESC, r.rowid DESC",
+                    page,
+                    |r| {
+                        Ok(HistoryRun {
+                            run: run_from_row(r, 0)?,
+                            agent_name: r.get(14)?,
+                        })
+                    },
+                )
+                .map_err(ApiError::from)
         })
         .await?;
     Ok(page.respond(runs, total))
