@@ -286,10 +286,32 @@ async function showCall(agentId) {
     }
   });
   if (agents.length === 0) {
-    page("Web call", h("section", { class: "panel" }, h("p", {}, "Create an agent first: ", h("a", { href: "#/agents", text: "Agents" }))));
+    page("Calls", h("section", { class: "panel" }, h("p", {}, "Create an agent first: ", h("a", { href: "#/agents", text: "Agents" }))));
     return;
   }
-  page("Web call", h("section", { class: "panel" }, h("div", { class: "row" }, select, startButton, endButton), chat, send, out));
+  const phoneOut = message("phone-message");
+  const phoneForm = h(
+    "form",
+    { id: "phone-form", class: "row" },
+    h("input", { name: "phone_number", id: "phone-number", placeholder: "+14155550123", required: true, maxlength: 20 }),
+    h("button", { type: "submit", text: "Call this number" }),
+  );
+  onSubmit(phoneForm, phoneOut, async (v) => {
+    const r = (await api("POST", "/api/calls/phone/start", { agent_id: select.value, phone_number: v.phone_number.trim() })).data;
+    say(phoneOut, `Calling: ${r.run_number} (Twilio call ${r.call_sid}). The agent talks on the phone; the transcript is kept with the run.`, true);
+  });
+  page(
+    "Calls",
+    h("section", { class: "panel" }, h("h2", { text: "Web call" }), h("div", { class: "row" }, select, startButton, endButton), chat, send, out),
+    h(
+      "section",
+      { class: "panel" },
+      h("h2", { text: "Phone call" }),
+      h("p", { class: "muted", text: "The selected agent calls this number through your Twilio account (pro and enterprise plans)." }),
+      phoneForm,
+      phoneOut,
+    ),
+  );
 }
 
 // ---------------------------------------------------------------- API keys
@@ -524,7 +546,7 @@ const routes = {
 function renderNav(current) {
   const links = [
     ["agents", "Agents"],
-    ["call", "Web call"],
+    ["call", "Calls"],
     ["usage", "Usage"],
     ["keys", "API keys"],
     ["settings", "Settings"],

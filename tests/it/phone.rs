@@ -21,9 +21,9 @@ use crate::auth::post;
 use crate::calls::{run_state, start_call, usage_today, LlmStub, Mode};
 use crate::common::TestApp;
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-const FROM: &str = "+14155550100";
+pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub const FROM: &str = "+14155550100";
 const TO: &str = "+14155550199";
 const PUBLIC: &str = "https://voxflow.example.com";
 /// Every character XML must escape.
@@ -31,14 +31,14 @@ const NAME: &str = r#"Ann <&> "Bo's""#;
 
 /// One `Calls.json` request the stand-in received.
 #[derive(Debug, Clone)]
-struct Placed {
+pub struct Placed {
     account: String,
     authorization: Option<String>,
     form: Vec<(String, String)>,
 }
 
 impl Placed {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
             .find(|(n, _)| n == name)
@@ -53,8 +53,8 @@ struct TwilioState {
     seen: Mutex<Vec<Placed>>,
 }
 
-struct TwilioStub {
-    base: String,
+pub struct TwilioStub {
+    pub base: String,
     state: Arc<TwilioState>,
 }
 
@@ -95,7 +95,7 @@ async fn calls_json(
 }
 
 impl TwilioStub {
-    async fn start() -> TwilioStub {
+    pub async fn start() -> TwilioStub {
         let state = Arc::new(TwilioState::default());
         let app = Router::new()
             .route(
@@ -116,13 +116,13 @@ impl TwilioStub {
         self.state.refuse_with.store(status, Ordering::SeqCst);
     }
 
-    fn seen(&self) -> Vec<Placed> {
+    pub fn seen(&self) -> Vec<Placed> {
         self.state.seen.lock().unwrap().clone()
     }
 }
 
 /// A server whose Twilio and Groq traffic goes to the stand-ins.
-async fn app_with(twilio_base: &str, llm: &LlmStub, public: Option<&str>) -> TestApp {
+pub async fn app_with(twilio_base: &str, llm: &LlmStub, public: Option<&str>) -> TestApp {
     let (twilio, groq, public) = (
         twilio_base.to_string(),
         llm.base.clone(),

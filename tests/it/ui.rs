@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::calls::LlmStub;
 use crate::common::TestApp;
+use crate::phone::{self, TwilioStub};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -211,6 +212,35 @@ impl Browser {
     }
 }
 
+/// Registers `email` through the page's form; the cookie signs it in.
+async fn register(browser: &Browser, app: &TestApp, email: &str) {
+    browser.goto(&app.url("/")).await;
+    browser.click("#toggle-register").await;
+    browser
+        .type_into("#register-form input[name=email]", email)
+        .await;
+    browser
+        .type_into("#register-form input[name=password]", "Br0wser-Pass")
+        .await;
+    browser.click("#register-form button[type=submit]").await;
+    browser.find("#agents-limit").await;
+}
+
+/// Creates an agent through the page's form and waits for it in the list.
+async fn create_agent(browser: &Browser, name: &str, prompt: &str) {
+    browser
+        .type_into("#agent-form input[name=name]", name)
+        .await;
+    browser
+        .type_into("#agent-form input[name=use_case]", "Front desk")
+        .await;
+    browser
+        .type_into("#agent-form textarea[name=description]", prompt)
+        .await;
+    browser.click("#agent-form button[type=submit]").await;
+    browser.wait_text("#agents-body", name).await;
+}
+
 fn decode_base64(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::new();
@@ -257,20 +287,7 @@ async fn a_tenant_registers_creates_an_agent_and_talks_to_it_in_the_browser() {
 
     // A hostile name is shown as text, not run as HTML.
     let name = "<img src=x onerror=\"window.pwned=1\">Ava";
-    browser
-        .type_into("#agent-form input[name=name]", name)
-        .await;
-    browser
-        .type_into("#agent-form input[name=use_case]", "Front desk")
-        .await;
-    browser
-        .type_into(
-            "#agent-form textarea[name=description]",
-            "You are Ava, a friendly receptionist.",
-        )
-        .await;
-    browser.click("#agent-form button[type=submit]").await;
-    browser.wait_text("#agents-body", name).await;
+    create_agent(&browser, name, "You are Ava, a friendly receptionist.").await;
     browser.wait_text("#agents-limit", "1 of 2").await;
     assert_eq!(
         browser.script("return window.pwned === undefined").await,
@@ -333,6 +350,57 @@ async fn a_tenant_registers_creates_an_agent_and_talks_to_it_in_the_browser() {
     browser.find("#login-form").await;
     let (status, _) = crate::auth::get(&app, "/api/auth/me", None).await;
     assert_eq!(status, 401);
+    browser.call("DELETE", "", None).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pro_tenant_places_a_phone_call_from_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let llm = LlmStub::start().await;
+    let twilio = TwilioStub::start().await;
+    let app = phone::app_with(&twilio.base, &llm, Some("https://voxflow.example.com")).await;
+    register(&browser, &app, "caller@example.com").await;
+    create_agent(&browser, "Max", "You are Max and you book appointments.").await;
+
+    // On the free plan the page says why the call is refused.
+    browser.goto(&app.url("/#/call")).await;
+    browser.type_into("#phone-number", "+14155550123").await;
+    browser.click("#phone-form button[type=submit]").await;
+    browser.wait_text("#phone-message", "plan").await;
+
+    // Upgraded by an admin and with Twilio saved in the page, it calls.
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.execute(
+        "UPDATE users SET subscription_tier = 'pro' WHERE email = 'caller@example.com'",
+        [],
+    )
+    .unwrap();
+    browser.goto(&app.url("/#/keys")).await;
+    browser
+        .type_into("#twilio-form input[name=account_sid]", phone::SID)
+        .await;
+    browser
+        .type_into("#twilio-form input[name=auth_token]", phone::TOKEN)
+        .await;
+    browser
+        .type_into("#twilio-form input[name=phone_number]", phone::FROM)
+        .await;
+    browser.click("#twilio-form button[type=submit]").await;
+    browser.wait_text("#key-twilio", "yes (user)").await;
+    browser.goto(&app.url("/#/call")).await;
+    browser.type_into("#phone-number", "+14155550123").await;
+    browser.click("#phone-form button[type=submit]").await;
+    browser
+        .wait_text("#phone-message", "Calling: WR-TEL-000001")
+        .await;
+    browser.screenshot("phone").await;
+    let placed = twilio.seen();
+    assert_eq!(placed.len(), 1, "one call placed");
+    assert_eq!(placed[0].field("To"), Some("+14155550123"));
+    assert_eq!(placed[0].field("From"), Some(phone::FROM));
     browser.call("DELETE", "", None).await;
     app.stop().await;
 }
