@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -12,7 +13,7 @@ use voxflow::config::{self, Config, DataArgs};
 use voxflow::crypto::keyfile::{self, KeyFileError, LockKind};
 use voxflow::crypto::secret::Secret;
 use voxflow::crypto::vault::MasterKey;
-use voxflow::db::{migrate, open_connection, verify, DbError};
+use voxflow::db::{backup, migrate, open_connection, verify, DbError};
 use voxflow::{auth, crypto};
 
 #[derive(Parser)]
@@ -39,6 +40,22 @@ enum Command {
     },
     /// Check the schema, the admin user, integrity and foreign keys; exit 0 only when all hold.
     Verify(DataArgs),
+    /// Write a consistent copy of the database (safe while the server runs).
+    Backup {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The file to write; by default DIR/backups/voxflow-<time>-manual.db.
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Replace the database with a backup (stop the server first); the
+    /// current database is kept in DIR/backups.
+    Restore {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The backup file to restore.
+        file: PathBuf,
+    },
     /// Manage admin accounts.
     Admin {
         #[command(flatten)]
@@ -133,6 +150,8 @@ fn main() -> ExitCode {
         Command::Serve(config) => serve(*config),
         Command::Migrate { data, action } => run_migrate(&data, action),
         Command::Verify(data) => run_verify(&data),
+        Command::Backup { data, to } => run_backup(&data, to.as_deref()),
+        Command::Restore { data, file } => run_restore(&data, &file),
         Command::Admin { data, action } => run_admin(&data, action),
         Command::Keys {
             data,
@@ -280,6 +299,29 @@ fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliEr
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_backup(data: &DataArgs, to: Option<&Path>) -> Result<ExitCode, CliError> {
+    open_existing(data)?;
+    let path = backup::backup(&data.db_path(), &config::backup_dir(&data.data_dir), to)?;
+    println!("Backup written: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_restore(data: &DataArgs, file: &Path) -> Result<ExitCode, CliError> {
+    std::fs::create_dir_all(&data.data_dir)?;
+    // Held to the end: no server may run on the database being replaced.
+    let _lock = keyfile::lock_data_dir(&data.data_dir, LockKind::Restore)?;
+    let restored = backup::restore(&data.db_path(), &config::backup_dir(&data.data_dir), file)?;
+    if let Some(previous) = &restored.previous {
+        println!("The database it replaced is kept as {}", previous.display());
+    }
+    println!(
+        "Restored {} (schema version {}); the next start applies any newer migrations. Its API keys open only with the master key that sealed them.",
+        file.display(),
+        restored.version
+    );
     Ok(ExitCode::SUCCESS)
 }
 

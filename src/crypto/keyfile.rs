@@ -191,6 +191,7 @@ pub struct DataDirLock {
 pub enum LockKind {
     Serve,
     Rotate,
+    Restore,
 }
 
 pub fn lock_data_dir(data_dir: &Path, kind: LockKind) -> Result<DataDirLock, KeyFileError> {
@@ -203,15 +204,16 @@ pub fn lock_data_dir(data_dir: &Path, kind: LockKind) -> Result<DataDirLock, Key
         .map_err(write_error(&path))?;
     let locked = match kind {
         LockKind::Serve => file.try_lock_shared(),
-        LockKind::Rotate => file.try_lock(),
+        LockKind::Rotate | LockKind::Restore => file.try_lock(),
     };
     match locked {
         Ok(()) => Ok(DataDirLock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(KeyFileError::Busy {
             dir: data_dir.to_path_buf(),
             what: match kind {
-                LockKind::Serve => "a master key rotation is running; start the server when it has finished",
+                LockKind::Serve => "a master key rotation or a restore is running; start the server when it has finished",
                 LockKind::Rotate => "a server is running on this data folder; stop it before rotating the master key",
+                LockKind::Restore => "a server is running on this data folder; stop it before restoring a backup",
             },
         }),
         Err(TryLockError::Error(source)) => Err(KeyFileError::Write { path, source }),

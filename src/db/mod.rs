@@ -6,6 +6,7 @@
 //! runs a SQLite call, and SQLite's single-writer rule becomes a queue instead
 //! of `SQLITE_BUSY` errors.
 
+pub mod backup;
 pub mod migrate;
 pub mod verify;
 

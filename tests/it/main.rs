@@ -1,6 +1,7 @@
 mod admin;
 mod agents;
 mod auth;
+mod backup;
 mod calls;
 mod cli;
 mod common;
