@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 const CONCURRENCY: usize = 8;
+const ADMIN_PASSWORD: &str = "Bench-Admin-Passw0rd";
 const REQUESTS: usize = 2_000;
 const TIME_CAP: Duration = Duration::from_secs(15);
 
@@ -162,15 +163,15 @@ async fn bench() -> Result<bool, BenchError> {
 
 async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
     let mut config = voxflow::config::Config::for_data_dir(dir);
-    config.admin_password = Some("Bench-Admin-Passw0rd".into());
+    config.admin_password = Some(ADMIN_PASSWORD.into());
     let running = voxflow::start(config, std::future::pending()).await?;
     let base = format!("http://{}", running.addr);
     let client = Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()?;
 
-    // One tenant with a pro tier's room for agents and a stand-in-free setup:
-    // web calls need an LLM only for messages, which are not measured here.
+    // One tenant with a stand-in-free setup: web calls need an LLM only for
+    // messages, which are not measured here.
     let reg = send(
         &client,
         Method::POST,
@@ -184,6 +185,26 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    // Enterprise: 25 calls at once, room for the benchmark's clients.
+    let admin = send(
+        &client,
+        Method::POST,
+        format!("{base}/api/auth/login"),
+        "",
+        Some(json!({"email": "admin@voxflow.com", "password": ADMIN_PASSWORD})),
+    )
+    .await
+    .map_err(BenchError::Setup)?;
+    let user_id = reg["data"]["user"]["id"].as_str().unwrap_or_default();
+    send(
+        &client,
+        Method::PUT,
+        format!("{base}/api/admin/users/{user_id}/limits"),
+        admin["data"]["token"].as_str().unwrap_or_default(),
+        Some(json!({"subscription_tier": "enterprise"})),
+    )
+    .await
+    .map_err(BenchError::Setup)?;
     let mut agent_id = String::new();
     for i in 0..2 {
         let a = send(

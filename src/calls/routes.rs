@@ -82,8 +82,47 @@ fn spent_quota(conn: &rusqlite::Connection, user_id: &str) -> rusqlite::Result<O
     Ok((month.tokens_remaining <= 0.0).then_some((month.tokens_used, month.quota)))
 }
 
+/// The 409 of a tenant already on as many calls as the plan allows at
+/// once (the tier table's concurrent calls), naming the calls in progress so
+/// the client can end one. An abandoned call stops counting when the idle
+/// sweep closes it.
+fn concurrent_limit(conn: &rusqlite::Connection, user_id: &str) -> Result<(), ApiError> {
+    let tier: String = conn.query_row(
+        "SELECT subscription_tier FROM users WHERE id = ?1",
+        [user_id],
+        |r| r.get(0),
+    )?;
+    let allowed = crate::tiers::tier(&tier).map_or(1, |t| t.concurrent_calls);
+    let live: Vec<(String, String)> = conn
+        .prepare_cached(
+            "SELECT r.id, r.run_number FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+             WHERE a.user_id = ?1 AND r.status = 'in_progress' ORDER BY r.created_at, r.rowid",
+        )?
+        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if (live.len() as i64) < allowed {
+        return Ok(());
+    }
+    let numbers: Vec<&str> = live.iter().map(|(_, n)| n.as_str()).collect();
+    Err(ApiError::conflict(
+        "CONCURRENT_CALL_LIMIT",
+        format!(
+            "The {tier} plan allows {allowed} call(s) at a time; end one first ({})",
+            numbers.join(", ")
+        ),
+    )
+    .with(
+        "in_progress",
+        json!(live
+            .iter()
+            .map(|(id, n)| json!({ "run_id": id, "run_number": n }))
+            .collect::<Vec<_>>()),
+    ))
+}
+
 /// The tenant's agent (404 otherwise) when the month's tokens are not
-/// spent (402): what starting any call needs.
+/// spent (402) and the plan's concurrent calls are not all in use (409):
+/// what starting any call needs.
 pub(super) fn startable_agent(
     conn: &rusqlite::Connection,
     user_id: &str,
@@ -95,6 +134,7 @@ pub(super) fn startable_agent(
     if let Some((used, quota)) = spent_quota(conn, user_id)? {
         return Err(quota_exceeded(used, quota));
     }
+    concurrent_limit(conn, user_id)?;
     Ok(agent)
 }
 

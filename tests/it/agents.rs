@@ -14,6 +14,16 @@ pub struct Tenant {
     pub id: String,
 }
 
+/// Puts `who` on `tier`, as an admin's change of plan would.
+pub fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
+    db(app)
+        .execute(
+            "UPDATE users SET subscription_tier = ?2 WHERE id = ?1",
+            [&who.id, tier],
+        )
+        .unwrap();
+}
+
 /// Registers `email` (a free account) and returns its session.
 pub async fn tenant(app: &TestApp, email: &str) -> Tenant {
     let (token, id) = register(app, email).await;

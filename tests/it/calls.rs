@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::agents::{create_agent, db, tenant, Tenant, PROMPT};
+use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
 use crate::auth::{call, get, post};
 use crate::common::{is_rfc3339_utc, utc_today, TestApp};
 
@@ -215,7 +215,20 @@ async fn a_web_call_runs_from_start_to_end_with_the_llm() {
     let greeting = d["greeting"].as_str().unwrap().to_string();
     assert!(greeting.contains("Vera"), "{greeting}");
 
-    // A second call gets the next number.
+    // The free plan allows one call at a time, and says which is live.
+    let (status, refused) = post(
+        &app,
+        "/api/calls/web/start",
+        Some(&t.token),
+        json!({ "agent_id": agent }),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "CONCURRENT_CALL_LIMIT");
+    assert_eq!(refused["in_progress"][0]["run_id"], run.as_str());
+
+    // On pro, a second call at once gets the next number.
+    set_tier(&app, &t, "pro");
     let (other_run, body) = start_call(&app, &t, &agent).await;
     let next = body["data"]["run_number"].as_str().unwrap();
     assert_eq!(
@@ -756,6 +769,7 @@ async fn idle_runs_are_closed_as_abandoned() {
     let stub = LlmStub::start().await;
     let app = app_with(&stub).await;
     let t = tenant(&app, "idle@example.com").await;
+    set_tier(&app, &t, "pro");
     let agent = create_agent(&app, &t, "Idle").await;
     let (stale, _) = start_call(&app, &t, &agent).await;
     let (fresh, _) = start_call(&app, &t, &agent).await;

@@ -16,7 +16,7 @@ use base64::Engine;
 use ring::hmac;
 use serde_json::{json, Value};
 
-use crate::agents::{create_agent, db, tenant, Tenant, PROMPT};
+use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
 use crate::auth::post;
 use crate::calls::{run_state, start_call, usage_today, LlmStub, Mode};
 use crate::common::TestApp;
@@ -136,15 +136,6 @@ pub async fn app_with(twilio_base: &str, llm: &LlmStub, public: Option<&str>) ->
         c.public_url = public;
     })
     .await
-}
-
-fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
-    db(app)
-        .execute(
-            "UPDATE users SET subscription_tier = ?2 WHERE id = ?1",
-            [&who.id, tier],
-        )
-        .unwrap();
 }
 
 async fn save_twilio(app: &TestApp, who: &Tenant) {
