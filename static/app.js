@@ -268,6 +268,22 @@ async function showCall(agentId) {
       input.focus();
     } catch (e) {
       say(out, e.message);
+      // Calls left open elsewhere (another tab, a closed browser) can be
+      // ended from here, so the plan's concurrent calls free up at once.
+      for (const live of e.body.in_progress || []) {
+        out.append(
+          " ",
+          h("button", {
+            type: "button",
+            class: "secondary",
+            text: `End ${live.run_number}`,
+            onclick: guarded(out, async () => {
+              await api("POST", "/api/calls/web/end", { run_id: live.run_id });
+              say(out, `${live.run_number} ended; start the call again.`, true);
+            }),
+          }),
+        );
+      }
     }
   });
   onSubmit(send, out, async (v) => {
