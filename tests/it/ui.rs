@@ -322,6 +322,14 @@ async fn a_tenant_registers_creates_an_agent_and_talks_to_it_in_the_browser() {
     browser
         .wait_text("#call-message", "WR-WEB-000001 ended")
         .await;
+    browser.click("#call-start").await;
+    browser
+        .wait_text("#call-message", "WR-WEB-000002 in progress")
+        .await;
+    browser.click("#call-end").await;
+    browser
+        .wait_text("#call-message", "WR-WEB-000002 ended: 0 s, 0 tokens")
+        .await;
     let seen = stub.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -356,7 +364,7 @@ async fn a_tenant_registers_creates_an_agent_and_talks_to_it_in_the_browser() {
 
     // Usage shows the call; signing out returns to the login form.
     browser.goto(&app.url("/#/usage")).await;
-    browser.wait_text("#usage-calls", "1").await;
+    browser.wait_text("#usage-calls", "2").await;
     browser.click("#logout").await;
     browser.find("#login-form").await;
     let (status, _) = crate::auth::get(&app, "/api/auth/me", None).await;
