@@ -9,6 +9,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod config;
 pub mod crypto;
 pub mod db;

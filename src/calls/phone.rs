@@ -42,7 +42,7 @@ struct PhoneStartBody {
 }
 
 /// What placing a call through Twilio needs.
-struct PhoneSetup {
+pub(crate) struct PhoneSetup {
     account_sid: String,
     auth_token: String,
     from_number: String,
@@ -52,7 +52,7 @@ struct PhoneSetup {
 
 /// The tenant's Twilio account (its own, else the server's) with a number
 /// to call from, and the public address Twilio's webhooks reach us at.
-async fn phone_setup(state: &AppState, user_id: &str) -> Result<PhoneSetup, ApiError> {
+pub(crate) async fn phone_setup(state: &AppState, user_id: &str) -> Result<PhoneSetup, ApiError> {
     let key = api_keys::resolve(state, user_id, Provider::Twilio).await?;
     let Some((key, account_sid)) = key.and_then(|k| k.account_sid.clone().map(|sid| (k, sid)))
     else {
@@ -87,7 +87,7 @@ fn phone_number(raw: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// The 403 of a tier without phone calls, naming the first tier with them.
-fn tier_refusal(tier: &str) -> ApiError {
+pub(crate) fn tier_refusal(tier: &str) -> ApiError {
     let upgrade = tiers::TIERS.iter().find(|t| t.phone_calls).map(|t| t.name);
     ApiError::forbidden(
         "TIER_FEATURE",

@@ -2,6 +2,7 @@ mod admin;
 mod agents;
 mod auth;
 mod calls;
+mod campaigns;
 mod cli;
 mod common;
 mod durability;

@@ -25,7 +25,7 @@ const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const FROM: &str = "+14155550100";
 const TO: &str = "+14155550199";
-const PUBLIC: &str = "https://voxflow.example.com";
+pub const PUBLIC: &str = "https://voxflow.example.com";
 /// Every character XML must escape.
 const NAME: &str = r#"Ann <&> "Bo's""#;
 
@@ -138,7 +138,7 @@ async fn app_with(twilio_base: &str, llm: &LlmStub, public: Option<&str>) -> Tes
     .await
 }
 
-fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
+pub fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
     db(app)
         .execute(
             "UPDATE users SET subscription_tier = ?2 WHERE id = ?1",
@@ -147,7 +147,7 @@ fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
         .unwrap();
 }
 
-async fn save_twilio(app: &TestApp, who: &Tenant) {
+pub async fn save_twilio(app: &TestApp, who: &Tenant) {
     let (status, body) = post(
         app,
         "/api/api-keys/twilio",
@@ -159,7 +159,7 @@ async fn save_twilio(app: &TestApp, who: &Tenant) {
 }
 
 /// A pro tenant with Twilio credentials and an agent named `NAME`.
-async fn ready_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
+pub async fn ready_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
     let t = tenant(app, email).await;
     set_tier(app, &t, "pro");
     save_twilio(app, &t).await;
