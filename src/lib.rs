@@ -220,6 +220,7 @@ pub async fn start(
         state.db.clone(),
         state.config.run_idle_timeout_secs,
     ));
+    let dialer = tokio::spawn(campaigns::dialer::run_periodically(state.clone()));
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -235,6 +236,7 @@ pub async fn start(
         })
         .await;
         sweeper.abort();
+        dialer.abort();
         drop(lock);
         served
     });

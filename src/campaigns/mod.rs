@@ -1,6 +1,7 @@
 //! Campaigns: a contact list imported from CSV, called by one of the
 //! tenant's agents, with a state that moves only along legal transitions.
 
+pub mod dialer;
 pub mod import;
 pub mod routes;
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::agents::{create_agent, db, tenant, Tenant};
 use crate::auth::{call, delete, get, post};
 use crate::common::TestApp;
-use crate::phone::{ready_tenant, save_twilio, set_tier, PUBLIC};
+use crate::phone::{ready_tenant, save_twilio, set_tier, TwilioStub, PUBLIC};
 
 const BOUNDARY: &str = "----voxflow-test-boundary";
 
@@ -303,13 +303,18 @@ async fn bad_uploads_are_refused_and_write_nothing() {
     app.stop().await;
 }
 
-/// A server that can start campaigns: a public URL and a server LLM key.
-async fn dialing_app() -> TestApp {
-    TestApp::start_with(|c| {
+/// A server that can start campaigns (a public URL and a server LLM key)
+/// and whose Twilio is the stand-in, which places every call asked for.
+async fn dialing_app() -> (TestApp, TwilioStub) {
+    let twilio = TwilioStub::start().await;
+    let base = twilio.base.clone();
+    let app = TestApp::start_with(move |c| {
         c.public_url = Some(PUBLIC.into());
         c.groq_api_key = Some("gsk_server_fallback_key_for_tests".into());
+        c.twilio_base_url = base;
     })
-    .await
+    .await;
+    (app, twilio)
 }
 
 async fn act(app: &TestApp, who: &Tenant, id: &str, action: &str) -> (StatusCode, Value) {
@@ -332,7 +337,7 @@ const CSV: &str = "phone,first\n+14155550101,A\n+14155550102,B\n+14155550103,C\n
 
 #[tokio::test]
 async fn every_transition_is_legal_or_a_409_naming_the_state() {
-    let app = dialing_app().await;
+    let (app, _twilio) = dialing_app().await;
     let (t, agent) = ready_tenant(&app, "states@example.com").await;
     let a = campaign(&app, &t, &agent, CSV).await;
     let b = campaign(&app, &t, &agent, CSV).await;
@@ -426,7 +431,7 @@ async fn every_transition_is_legal_or_a_409_naming_the_state() {
 
 #[tokio::test]
 async fn starting_needs_what_a_phone_call_needs() {
-    let app = dialing_app().await;
+    let (app, _twilio) = dialing_app().await;
     let t = tenant(&app, "free@example.com").await;
     let agent = create_agent(&app, &t, "Vera").await;
     let id = campaign(&app, &t, &agent, CSV).await;
@@ -458,7 +463,7 @@ async fn starting_needs_what_a_phone_call_needs() {
 
 #[tokio::test]
 async fn another_tenants_campaign_is_a_404_on_every_route() {
-    let app = dialing_app().await;
+    let (app, _twilio) = dialing_app().await;
     let (owner, agent) = ready_tenant(&app, "owner@example.com").await;
     let (intruder, _) = ready_tenant(&app, "intruder@example.com").await;
     let id = campaign(&app, &owner, &agent, CSV).await;
@@ -492,7 +497,7 @@ async fn another_tenants_campaign_is_a_404_on_every_route() {
 
 #[tokio::test]
 async fn progress_counts_and_filters() {
-    let app = dialing_app().await;
+    let (app, _twilio) = dialing_app().await;
     let (t, agent) = ready_tenant(&app, "progress@example.com").await;
     let other_agent = create_agent(&app, &t, "Second").await;
     let id = campaign(&app, &t, &agent, CSV).await;
@@ -565,5 +570,67 @@ async fn progress_counts_and_filters() {
     assert_eq!(list["data"][0]["id"], id.as_str());
     let (status, _) = get(&app, "/api/campaigns?state=flying", Some(&t.token)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+/// Waits (up to 10 s) until `sql` counts `want`.
+async fn wait_for(app: &TestApp, sql: &str, want: i64) {
+    for _ in 0..100 {
+        if count(app, sql) == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{sql} never counted {want} (now {})", count(app, sql));
+}
+
+#[tokio::test]
+async fn running_campaigns_call_their_contacts_one_at_a_time() {
+    let (app, twilio) = dialing_app().await;
+    let (t, agent) = ready_tenant(&app, "dialer@example.com").await;
+    let id = campaign(&app, &t, &agent, "phone\n+14155550101\n+14155550102\n").await;
+    let (status, body) = act(&app, &t, &id, "start").await;
+    assert_eq!(status, 200, "{body}");
+    let called = "SELECT count(*) FROM campaign_contacts WHERE status = 'called' AND agent_run_id IS NOT NULL";
+    wait_for(&app, called, 1).await;
+    // The second waits while the first call is in progress.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(count(&app, called), 1);
+    let placed = twilio.seen();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].field("To"), Some("+14155550101"));
+    let run_of_campaign = format!(
+        "SELECT count(*) FROM agent_runs WHERE campaign_id = '{id}' AND type = 'PHONE_CALL'"
+    );
+    assert_eq!(count(&app, &run_of_campaign), 1);
+
+    // The call ends (as Twilio's status callback would end it): the next.
+    let end = "UPDATE agent_runs SET status = 'completed', duration_seconds = 5 WHERE status = 'in_progress'";
+    db(&app).execute(end, []).unwrap();
+    wait_for(&app, called, 2).await;
+    assert_eq!(twilio.seen()[1].field("To"), Some("+14155550102"));
+    db(&app).execute(end, []).unwrap();
+    wait_for(
+        &app,
+        &format!("SELECT count(*) FROM campaigns WHERE id = '{id}' AND state = 'completed'"),
+        1,
+    )
+    .await;
+    let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
+    assert_eq!(body["data"]["progress"]["success_rate"], 100.0);
+
+    // Twilio refusing every call: each contact fails, and the campaign ends.
+    twilio.refuse_with(400);
+    let id = campaign(&app, &t, &agent, "phone\n+14155550103\n+14155550104\n").await;
+    act(&app, &t, &id, "start").await;
+    wait_for(
+        &app,
+        &format!("SELECT count(*) FROM campaigns WHERE id = '{id}' AND state = 'completed'"),
+        1,
+    )
+    .await;
+    let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
+    assert_eq!(body["data"]["progress"]["failed"], 2, "{body}");
+    assert_eq!(body["data"]["progress"]["success_rate"], 0.0);
     app.stop().await;
 }

@@ -31,14 +31,14 @@ const NAME: &str = r#"Ann <&> "Bo's""#;
 
 /// One `Calls.json` request the stand-in received.
 #[derive(Debug, Clone)]
-struct Placed {
+pub struct Placed {
     account: String,
     authorization: Option<String>,
     form: Vec<(String, String)>,
 }
 
 impl Placed {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
             .find(|(n, _)| n == name)
@@ -53,8 +53,8 @@ struct TwilioState {
     seen: Mutex<Vec<Placed>>,
 }
 
-struct TwilioStub {
-    base: String,
+pub struct TwilioStub {
+    pub base: String,
     state: Arc<TwilioState>,
 }
 
@@ -95,7 +95,7 @@ async fn calls_json(
 }
 
 impl TwilioStub {
-    async fn start() -> TwilioStub {
+    pub async fn start() -> TwilioStub {
         let state = Arc::new(TwilioState::default());
         let app = Router::new()
             .route(
@@ -112,11 +112,11 @@ impl TwilioStub {
         }
     }
 
-    fn refuse_with(&self, status: u16) {
+    pub fn refuse_with(&self, status: u16) {
         self.state.refuse_with.store(status, Ordering::SeqCst);
     }
 
-    fn seen(&self) -> Vec<Placed> {
+    pub fn seen(&self) -> Vec<Placed> {
         self.state.seen.lock().unwrap().clone()
     }
 }
