@@ -9,6 +9,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -219,6 +220,7 @@ pub async fn start(
         state.db.clone(),
         state.config.run_idle_timeout_secs,
     ));
+    let dialer = tokio::spawn(campaigns::dialer::run_periodically(state.clone()));
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -234,6 +236,7 @@ pub async fn start(
         })
         .await;
         sweeper.abort();
+        dialer.abort();
         drop(lock);
         served
     });

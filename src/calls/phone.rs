@@ -42,7 +42,7 @@ struct PhoneStartBody {
 }
 
 /// What placing a call through Twilio needs.
-struct PhoneSetup {
+pub(crate) struct PhoneSetup {
     account_sid: String,
     auth_token: String,
     from_number: String,
@@ -52,7 +52,7 @@ struct PhoneSetup {
 
 /// The tenant's Twilio account (its own, else the server's) with a number
 /// to call from, and the public address Twilio's webhooks reach us at.
-async fn phone_setup(state: &AppState, user_id: &str) -> Result<PhoneSetup, ApiError> {
+pub(crate) async fn phone_setup(state: &AppState, user_id: &str) -> Result<PhoneSetup, ApiError> {
     let key = api_keys::resolve(state, user_id, Provider::Twilio).await?;
     let Some((key, account_sid)) = key.and_then(|k| k.account_sid.clone().map(|sid| (k, sid)))
     else {
@@ -87,7 +87,7 @@ fn phone_number(raw: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// The 403 of a tier without phone calls, naming the first tier with them.
-fn tier_refusal(tier: &str) -> ApiError {
+pub(crate) fn tier_refusal(tier: &str) -> ApiError {
     let upgrade = tiers::TIERS.iter().find(|t| t.phone_calls).map(|t| t.name);
     ApiError::forbidden(
         "TIER_FEATURE",
@@ -97,27 +97,33 @@ fn tier_refusal(tier: &str) -> ApiError {
     .with("upgrade", json!({ "suggested_tier": upgrade }))
 }
 
-async fn phone_start(
-    State(state): State<AppState>,
-    current: CurrentUser,
-    client: ClientInfo,
-    ApiJson(body): ApiJson<PhoneStartBody>,
-) -> ApiResult<Response> {
-    let agent_id = body_id("agent_id", body.agent_id.as_deref())?;
-    let phone_number = phone_number(body.phone_number.as_deref())?;
-    let tier = current.user.subscription_tier;
-    if !tiers::tier(&tier).is_some_and(|t| t.phone_calls) {
-        return Err(tier_refusal(&tier));
-    }
-    let user_id = current.user.id;
-    let config = startable(&state, &user_id, &agent_id).await?;
-    // The call's replies need the LLM: refused now rather than apologised
-    // for on every turn of a call that cannot work.
-    plan_llm(&state, &user_id, &config).await?;
-    let setup = phone_setup(&state, &user_id).await?;
+/// A call Twilio accepted to place.
+pub(crate) struct Placed {
+    pub run_id: String,
+    pub run_number: String,
+    pub call_sid: String,
+}
 
+/// Inserts a PHONE_CALL run (of `campaign_id` when given), audits it and
+/// asks Twilio to place the call. When Twilio refuses, the run is closed as
+/// failed and the error carries its `run_id`.
+pub(crate) async fn place_call(
+    state: &AppState,
+    setup: &PhoneSetup,
+    user_id: &str,
+    agent_id: &str,
+    phone_number: &str,
+    campaign_id: Option<&str>,
+    client: &ClientInfo,
+) -> Result<Placed, ApiError> {
     let (run_id, run_number) = {
-        let (user_id, phone_number) = (user_id.clone(), phone_number.clone());
+        let (user_id, agent_id, phone_number, campaign_id, client) = (
+            user_id.to_string(),
+            agent_id.to_string(),
+            phone_number.to_string(),
+            campaign_id.map(str::to_string),
+            client.clone(),
+        );
         state
             .db
             .write(move |c| {
@@ -125,6 +131,12 @@ async fn phone_start(
                 let agent = startable_agent(&tx, &user_id, &agent_id)?;
                 let (run_id, run_number, _) =
                     store::insert_run(&tx, RunKind::Phone, &agent.id, Some(&phone_number))?;
+                if let Some(campaign_id) = &campaign_id {
+                    tx.execute(
+                        "UPDATE agent_runs SET campaign_id = ?2 WHERE id = ?1",
+                        params![run_id, campaign_id],
+                    )?;
+                }
                 audit::record(
                     &tx,
                     &Entry {
@@ -138,6 +150,7 @@ async fn phone_start(
                             "agent_id": agent.id,
                             "agent_name": agent.name,
                             "phone_number": phone_number,
+                            "campaign_id": campaign_id,
                         }),
                         client: &client,
                     },
@@ -152,7 +165,7 @@ async fn phone_start(
     let (answer_url, status_url, recording_url) =
         (hook("webhook"), hook("status"), hook("recording"));
     let form = [
-        ("To", phone_number.as_str()),
+        ("To", phone_number),
         ("From", setup.from_number.as_str()),
         ("Url", answer_url.as_str()),
         ("StatusCallback", status_url.as_str()),
@@ -208,10 +221,46 @@ async fn phone_start(
             .await?;
     }
     if matches!(setup.source, KeySource::User) {
-        api_keys::mark_used(&state, &user_id, Provider::Twilio).await?;
+        api_keys::mark_used(state, user_id, Provider::Twilio).await?;
     }
+    Ok(Placed {
+        run_id,
+        run_number,
+        call_sid,
+    })
+}
+
+async fn phone_start(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<PhoneStartBody>,
+) -> ApiResult<Response> {
+    let agent_id = body_id("agent_id", body.agent_id.as_deref())?;
+    let phone_number = phone_number(body.phone_number.as_deref())?;
+    let tier = current.user.subscription_tier;
+    if !tiers::tier(&tier).is_some_and(|t| t.phone_calls) {
+        return Err(tier_refusal(&tier));
+    }
+    let user_id = current.user.id;
+    let config = startable(&state, &user_id, &agent_id).await?;
+    // The call's replies need the LLM: refused now rather than apologised
+    // for on every turn of a call that cannot work.
+    plan_llm(&state, &user_id, &config).await?;
+    let setup = phone_setup(&state, &user_id).await?;
+
+    let placed = place_call(
+        &state,
+        &setup,
+        &user_id,
+        &agent_id,
+        &phone_number,
+        None,
+        &client,
+    )
+    .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "run_id": run_id, "run_number": run_number, "call_sid": call_sid }),
+        json!({ "run_id": placed.run_id, "run_number": placed.run_number, "call_sid": placed.call_sid }),
     ))
 }

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An id given in a JSON body: required, and a UUID (a 400 otherwise).
-pub(super) fn body_id(field: &str, raw: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn body_id(field: &str, raw: Option<&str>) -> Result<String, ApiError> {
     let raw = raw.ok_or_else(|| ApiError::field(field, "is required"))?;
     Uuid::parse_str(raw.trim())
         .map(|u| u.to_string())
@@ -141,7 +141,7 @@ pub(super) fn startable_agent(
 /// The refusals before a call starts, in the order a tenant can act on
 /// them: the agent, the quota, then the setup (the caller's to check, with
 /// the service configuration returned here).
-pub(super) async fn startable(
+pub(crate) async fn startable(
     state: &AppState,
     user_id: &str,
     agent_id: &str,

@@ -56,12 +56,20 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::service_config::router())
         .merge(crate::api_keys::telephony::router())
         .merge(crate::usage::routes::router())
-        .fallback(api_not_found);
+        .merge(crate::campaigns::routes::router())
+        .fallback(api_not_found)
+        .layer(middleware::from_fn_with_state(
+            JSON_BODY_LIMIT,
+            read_body_first,
+        ))
+        // The CSV upload reads a larger body than any other route; it joins
+        // after the layer above so that one does not cut it at 1 MiB.
+        .merge(crate::campaigns::routes::upload_router());
     Router::new()
         .route("/health", get(health))
         .route("/health/liveness", get(liveness))
         .route("/health/readiness", get(readiness))
-        .nest("/api", api.layer(middleware::from_fn(read_body_first)))
+        .nest("/api", api)
         .fallback(static_ui)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -94,8 +102,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// before the client has sent its body; the server then closes a connection
 /// with unread data, and the client sees a broken pipe or a reset instead of
 /// the 4xx it was sent. A body over the limit is read on (and dropped) up to
-/// `DRAIN_LIMIT` for the same reason, then refused with a 413.
-async fn read_body_first(req: Request, next: Next) -> Response {
+/// `DRAIN_LIMIT` for the same reason, then refused with a 413. `limit` is
+/// the route's largest body.
+pub async fn read_body_first(State(limit): State<usize>, req: Request, next: Next) -> Response {
     /// Beyond this a client gets its 413 the hard way (a closed connection).
     const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
     let (parts, mut body) = req.into_parts();
@@ -108,14 +117,14 @@ async fn read_body_first(req: Request, next: Next) -> Response {
         };
         if let Ok(data) = frame.into_data() {
             seen += data.len();
-            if seen <= JSON_BODY_LIMIT {
+            if seen <= limit {
                 kept.extend_from_slice(&data);
             } else if seen > DRAIN_LIMIT {
                 break;
             }
         }
     }
-    if seen > JSON_BODY_LIMIT {
+    if seen > limit {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",

@@ -23,6 +23,8 @@ pub struct Endpoint {
     pub access: Access,
     pub body: &'static [Field],
     pub query: &'static [Field],
+    /// The body is `multipart/form-data` (a file upload), not JSON.
+    pub multipart: bool,
 }
 
 const fn ep(
@@ -40,11 +42,19 @@ const fn ep(
         access,
         body: &[],
         query: &[],
+        multipart: false,
     }
 }
 
 const fn with_body(mut e: Endpoint, body: &'static [Field]) -> Endpoint {
     e.body = body;
+    e
+}
+
+/// A `multipart/form-data` body; a `binary` field is a file.
+const fn with_form(mut e: Endpoint, body: &'static [Field]) -> Endpoint {
+    e.body = body;
+    e.multipart = true;
     e
 }
 
@@ -200,6 +210,87 @@ pub const ENDPOINTS: &[Endpoint] = &[
             ("date_from", "string", false),
             ("date_to", "string", false),
         ],
+    ),
+    with_form(
+        ep(
+            "post",
+            "/api/campaigns",
+            "campaigns",
+            "Create a campaign from a CSV file (at most 10 MB): numbers normalised to E.164, duplicates dropped, bad rows reported; 422 without a valid row",
+            User,
+        ),
+        &[
+            ("name", "string", true),
+            ("agent_id", "string", true),
+            ("file", "binary", true),
+        ],
+    ),
+    with_query(
+        ep(
+            "get",
+            "/api/campaigns",
+            "campaigns",
+            "Own campaigns with their contact counts",
+            User,
+        ),
+        &[
+            PAGE[0],
+            PAGE[1],
+            ("state", "string", false),
+            ("agent_id", "string", false),
+        ],
+    ),
+    ep(
+        "get",
+        "/api/campaigns/{id}",
+        "campaigns",
+        "One campaign with its progress",
+        User,
+    ),
+    with_query(
+        ep(
+            "get",
+            "/api/campaigns/{id}/contacts",
+            "campaigns",
+            "A campaign's contacts, in the file's order",
+            User,
+        ),
+        &[PAGE[0], PAGE[1], ("status", "string", false)],
+    ),
+    ep(
+        "post",
+        "/api/campaigns/{id}/start",
+        "campaigns",
+        "created → running (needs what a phone call needs)",
+        User,
+    ),
+    ep(
+        "post",
+        "/api/campaigns/{id}/pause",
+        "campaigns",
+        "running → paused",
+        User,
+    ),
+    ep(
+        "post",
+        "/api/campaigns/{id}/resume",
+        "campaigns",
+        "paused → running (needs what a phone call needs)",
+        User,
+    ),
+    ep(
+        "post",
+        "/api/campaigns/{id}/stop",
+        "campaigns",
+        "running or paused → stopped",
+        User,
+    ),
+    ep(
+        "delete",
+        "/api/campaigns/{id}",
+        "campaigns",
+        "Delete a campaign and its contacts (409 while running)",
+        User,
     ),
     ep(
         "get",
@@ -609,14 +700,23 @@ fn operation(e: &Endpoint) -> Value {
         let mut props = Map::new();
         let mut required = Vec::new();
         for (name, ty, req) in e.body {
-            props.insert((*name).into(), json!({"type": ty}));
+            let schema = match *ty {
+                "binary" => json!({"type": "string", "format": "binary"}),
+                ty => json!({"type": ty}),
+            };
+            props.insert((*name).into(), schema);
             if *req {
                 required.push(json!(name));
             }
         }
+        let content_type = if e.multipart {
+            "multipart/form-data"
+        } else {
+            "application/json"
+        };
         op["requestBody"] = json!({
             "required": true,
-            "content": {"application/json": {"schema": {"type": "object", "properties": props, "required": required}}},
+            "content": {content_type: {"schema": {"type": "object", "properties": props, "required": required}}},
         });
     }
     match e.access {

@@ -310,9 +310,20 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
     let (status, own) = post(&app, "/api/agents", Some(&token), agent.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{own}");
     let (_, theirs) = post(&app, "/api/agents", Some(&other), agent).await;
+    let own_agent = own["data"]["id"].as_str().unwrap().to_string();
+    // A real campaign, so its routes get past the lookup.
+    let campaign: String = rusqlite::Connection::open(app.db_path())
+        .unwrap()
+        .query_row(
+            "INSERT INTO campaigns (user_id, name, agent_id) SELECT user_id, 'Fuzz', id FROM agents WHERE id = ?1 RETURNING id",
+            [&own_agent],
+            |r| r.get(0),
+        )
+        .unwrap();
     let ids = vec![
-        own["data"]["id"].as_str().unwrap().to_string(),
+        own_agent,
         theirs["data"]["id"].as_str().unwrap().to_string(),
+        campaign,
     ];
 
     let user_routes = [
@@ -350,6 +361,15 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::GET, "/api/usage/history"),
         (Method::GET, "/api/reports/daily"),
         (Method::GET, "/api/reports/download"),
+        (Method::POST, "/api/campaigns"),
+        (Method::GET, "/api/campaigns"),
+        (Method::GET, "/api/campaigns/{id}"),
+        (Method::GET, "/api/campaigns/{id}/contacts"),
+        (Method::POST, "/api/campaigns/{id}/start"),
+        (Method::POST, "/api/campaigns/{id}/pause"),
+        (Method::POST, "/api/campaigns/{id}/resume"),
+        (Method::POST, "/api/campaigns/{id}/stop"),
+        (Method::DELETE, "/api/campaigns/{id}"),
         (Method::DELETE, "/api/agents/{id}"),
     ];
     sweep(&app, &token, &user_routes, &ids).await;

@@ -3,6 +3,7 @@ mod agents;
 mod auth;
 mod backup;
 mod calls;
+mod campaigns;
 mod cli;
 mod common;
 mod durability;

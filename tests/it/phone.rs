@@ -25,7 +25,7 @@ pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub const FROM: &str = "+14155550100";
 const TO: &str = "+14155550199";
-const PUBLIC: &str = "https://voxflow.example.com";
+pub const PUBLIC: &str = "https://voxflow.example.com";
 /// Every character XML must escape.
 const NAME: &str = r#"Ann <&> "Bo's""#;
 
@@ -112,7 +112,7 @@ impl TwilioStub {
         }
     }
 
-    fn refuse_with(&self, status: u16) {
+    pub fn refuse_with(&self, status: u16) {
         self.state.refuse_with.store(status, Ordering::SeqCst);
     }
 
@@ -138,7 +138,7 @@ pub async fn app_with(twilio_base: &str, llm: &LlmStub, public: Option<&str>) ->
     .await
 }
 
-async fn save_twilio(app: &TestApp, who: &Tenant) {
+pub async fn save_twilio(app: &TestApp, who: &Tenant) {
     let (status, body) = post(
         app,
         "/api/api-keys/twilio",
@@ -150,7 +150,7 @@ async fn save_twilio(app: &TestApp, who: &Tenant) {
 }
 
 /// A pro tenant with Twilio credentials and an agent named `NAME`.
-async fn ready_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
+pub async fn ready_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
     let t = tenant(app, email).await;
     set_tier(app, &t, "pro");
     save_twilio(app, &t).await;

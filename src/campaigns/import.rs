@@ -1,0 +1,216 @@
+//! A campaign's contact list from an uploaded CSV file: header aliases,
+//! numbers normalised to E.164, duplicates dropped, bad rows reported with
+//! their row number in the file (the header is row 1).
+
+use serde::Serialize;
+
+use crate::api_keys::formats;
+
+/// The largest CSV file a campaign may be created from.
+pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+/// Bad rows listed in the answer; a file of thousands of bad rows would
+/// otherwise make an answer larger than the file. `invalid_count` has them all.
+pub const MAX_INVALID_LISTED: usize = 100;
+/// The longest first or last name, as the column's CHECK allows.
+const MAX_NAME_CHARS: usize = 100;
+
+const PHONE_HEADERS: [&str; 2] = ["phone_number", "phone"];
+const FIRST_HEADERS: [&str; 3] = ["first_name", "first", "firstname"];
+const LAST_HEADERS: [&str; 3] = ["last_name", "last", "lastname"];
+
+/// One contact to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub phone_number: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InvalidRow {
+    pub row: u64,
+    pub reason: String,
+}
+
+/// What reading the file found.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub contacts: Vec<Contact>,
+    /// Data rows (the header not counted).
+    pub rows: u64,
+    pub duplicates: u64,
+    pub invalid: Vec<InvalidRow>,
+    pub invalid_count: u64,
+}
+
+/// Why a file cannot be imported at all.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileError {
+    NotUtf8,
+    NoPhoneColumn,
+    Malformed(String),
+}
+
+/// `raw` as E.164. Spaces, dashes, dots and parentheses are dropped, a
+/// leading `00` is the international prefix (`+`), and ten digits without a
+/// country code are taken as a North American number (`+1`), the common
+/// case of the lists this edition's first users import.
+pub fn normalize_phone(raw: &str) -> Result<String, String> {
+    let mut s: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\t'))
+        .collect();
+    if s.is_empty() {
+        return Err("phone number is empty".into());
+    }
+    if let Some(rest) = s.strip_prefix("00") {
+        s = format!("+{rest}");
+    } else if !s.starts_with('+') {
+        if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()) {
+            s = format!("+1{s}");
+        } else {
+            return Err(
+                "phone number must be E.164: + and the country code, then the number (10 digits alone are taken as +1)"
+                    .into(),
+            );
+        }
+    }
+    formats::check_e164("phone_number", &s).map_err(|e| format!("phone number {}", e.message))?;
+    Ok(s)
+}
+
+/// The index of the first header among `names` (compared without case).
+fn column(headers: &[String], names: &[&str]) -> Option<usize> {
+    headers.iter().position(|h| names.contains(&h.as_str()))
+}
+
+/// A name cell: trimmed, empty meaning none, at most `MAX_NAME_CHARS`.
+fn name_cell(
+    record: &csv::StringRecord,
+    at: Option<usize>,
+    what: &str,
+) -> Result<Option<String>, String> {
+    let Some(text) = at.and_then(|i| record.get(i)).map(str::trim) else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("{what} is longer than {MAX_NAME_CHARS} characters"));
+    }
+    Ok(Some(text.to_string()))
+}
+
+/// Reads a whole CSV file. Cells are kept as text, whatever they look like
+/// (a leading `=` is a name, not a formula: nothing here evaluates it).
+pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| FileError::NotUtf8)?;
+    // Spreadsheets write a byte-order mark before the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let header = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => return Err(FileError::Malformed(e.to_string())),
+        None => return Err(FileError::NoPhoneColumn),
+    };
+    let headers: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
+    let phone = column(&headers, &PHONE_HEADERS).ok_or(FileError::NoPhoneColumn)?;
+    let (first, last) = (
+        column(&headers, &FIRST_HEADERS),
+        column(&headers, &LAST_HEADERS),
+    );
+
+    let mut parsed = Parsed::default();
+    let mut seen = std::collections::HashSet::new();
+    // Lines counted so far, up to byte `counted_to` of the file.
+    let (bytes, mut counted_to, mut line) = (text.as_bytes(), 0usize, 1u64);
+    for record in records {
+        parsed.rows += 1;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return Err(FileError::Malformed(e.to_string())),
+        };
+        // The line the row starts on, as an editor shows it (the header is
+        // row 1; skipped blank lines count, a quoted cell may span lines).
+        // Counted here: the reader's own line numbers lag behind after CRLF
+        // line ends and blank lines.
+        let mut start = record
+            .position()
+            .map_or(counted_to, |p| {
+                usize::try_from(p.byte()).unwrap_or(usize::MAX)
+            })
+            .clamp(counted_to, bytes.len());
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        line += bytes[counted_to..start]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        counted_to = start;
+        let row = line;
+        let contact = normalize_phone(record.get(phone).unwrap_or("")).and_then(|phone_number| {
+            Ok(Contact {
+                phone_number,
+                first_name: name_cell(&record, first, "first name")?,
+                last_name: name_cell(&record, last, "last name")?,
+            })
+        });
+        match contact {
+            Ok(c) if seen.insert(c.phone_number.clone()) => parsed.contacts.push(c),
+            Ok(_) => parsed.duplicates += 1,
+            Err(reason) => {
+                parsed.invalid_count += 1;
+                if parsed.invalid.len() < MAX_INVALID_LISTED {
+                    parsed.invalid.push(InvalidRow { row, reason });
+                }
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_become_e164() {
+        for (raw, want) in [
+            ("+1 (415) 555-0123", "+14155550123"),
+            ("0044 20 7946 0958", "+442079460958"),
+            ("415.555.0123", "+14155550123"),
+            (" +33 6 12 34 56 78 ", "+33612345678"),
+        ] {
+            assert_eq!(normalize_phone(raw).unwrap(), want, "{raw}");
+        }
+        for bad in [
+            "",
+            "12345",
+            "+0123456789",
+            "+1234567",
+            "+1415555012345678",
+            "=1+2",
+            "41555501234",
+        ] {
+            assert!(normalize_phone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rows_are_numbered_as_in_the_file() {
+        let p = parse(b"Phone,First\r\n+14155550100,Ann\r\nnope,Bo\r\n\r\n+1 415 555 0100,Dup\n\"=HYPERLINK(\"\"x\"\")\",\n").unwrap();
+        assert_eq!(p.rows, 4);
+        assert_eq!(p.contacts.len(), 1);
+        assert_eq!(p.duplicates, 1);
+        assert_eq!(p.invalid.iter().map(|r| r.row).collect::<Vec<_>>(), [3, 6]);
+        assert_eq!(parse(b"name\nx\n").unwrap_err(), FileError::NoPhoneColumn);
+        assert_eq!(parse(b"phone\n\xff\n").unwrap_err(), FileError::NotUtf8);
+    }
+}

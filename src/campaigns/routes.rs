@@ -1,0 +1,592 @@
+//! `/api/campaigns`: create from a CSV upload, list, read, the contacts,
+//! the state transitions and delete. Another tenant's campaign is a 404 on
+//! every route, like a missing one.
+
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post, MethodRouter};
+use axum::{middleware, Router};
+use rusqlite::{params, Connection, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::import::{self, FileError, Parsed, MAX_FILE_BYTES};
+use super::{
+    campaign_from_row, owned_campaign, Campaign, CAMPAIGN_COLUMNS, CAMPAIGN_FROM, CONTACT_STATUSES,
+    STATES,
+};
+use crate::admin::audit::{self, Entry};
+use crate::agents::owned_agent;
+use crate::auth::extract::CurrentUser;
+use crate::calls::agent_llm::plan_llm;
+use crate::calls::phone::{phone_setup, tier_refusal};
+use crate::calls::routes::{body_id, startable};
+use crate::db::DbError;
+use crate::http::error::{ok, ApiError, ApiResult, FieldError};
+use crate::http::extract::{ApiPath, ApiQuery, ClientInfo};
+use crate::http::filters::{given, uuid_param, SqlFilter};
+use crate::http::pagination::Page;
+use crate::http::{read_body_first, AppState};
+use crate::tiers;
+
+/// The upload's whole body: the file and room for the other fields and the
+/// multipart framing.
+pub const UPLOAD_BODY_LIMIT: usize = MAX_FILE_BYTES + 64 * 1024;
+
+/// Every route but the upload, which has a body limit of its own.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/campaigns", get(list_campaigns))
+        .route("/campaigns/{id}", get(get_campaign).delete(delete_campaign))
+        .route("/campaigns/{id}/contacts", get(list_contacts))
+        .route("/campaigns/{id}/start", transition_route(Transition::Start))
+        .route("/campaigns/{id}/pause", transition_route(Transition::Pause))
+        .route(
+            "/campaigns/{id}/resume",
+            transition_route(Transition::Resume),
+        )
+        .route("/campaigns/{id}/stop", transition_route(Transition::Stop))
+}
+
+/// `POST /campaigns`, reading bodies up to `UPLOAD_BODY_LIMIT` (a CSV file)
+/// where every other route stops at the JSON limit.
+pub fn upload_router() -> Router<AppState> {
+    Router::new()
+        .route("/campaigns", post(create_campaign))
+        .layer(middleware::from_fn_with_state(
+            UPLOAD_BODY_LIMIT,
+            read_body_first,
+        ))
+        .layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!(
+            "The CSV file may be at most {} MB",
+            MAX_FILE_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+fn multipart_error(err: MultipartError) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    ApiError::bad_request(
+        "INVALID_MULTIPART",
+        format!("The multipart body could not be read: {}", err.body_text()),
+    )
+}
+
+/// The upload's fields, as sent.
+#[derive(Default)]
+struct Upload {
+    name: Option<String>,
+    agent_id: Option<String>,
+    file: Option<axum::body::Bytes>,
+}
+
+async fn read_upload(
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Upload> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_multipart {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the campaign as multipart/form-data with the fields name, agent_id and file",
+        ));
+    }
+    let mut multipart = multipart.map_err(|r| {
+        ApiError::bad_request(
+            "INVALID_MULTIPART",
+            format!("The multipart body could not be read: {}", r.body_text()),
+        )
+    })?;
+    let mut upload = Upload::default();
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("name") => upload.name = Some(field.text().await.map_err(multipart_error)?),
+            Some("agent_id") => {
+                upload.agent_id = Some(field.text().await.map_err(multipart_error)?)
+            }
+            Some("file") => upload.file = Some(field.bytes().await.map_err(multipart_error)?),
+            // Other fields (a client's extras) are skipped, as JSON bodies' are.
+            _ => {}
+        }
+    }
+    Ok(upload)
+}
+
+/// A campaign name: 2–100 characters, trimmed, no control characters.
+fn check_name(raw: Option<&str>) -> Result<String, FieldError> {
+    let bad = |message: &str| FieldError {
+        field: "name".into(),
+        message: message.into(),
+    };
+    let name = raw.map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(bad("is required"));
+    }
+    if !(2..=100).contains(&name.chars().count()) {
+        return Err(bad("must be 2 to 100 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("must not contain control characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn file_error(err: FileError) -> ApiError {
+    match err {
+        FileError::NotUtf8 => ApiError::field("file", "must be UTF-8 text").with_code("NOT_UTF8"),
+        FileError::NoPhoneColumn => ApiError::field(
+            "file",
+            "has no phone_number (or phone) column in its header row",
+        )
+        .with_code("MISSING_PHONE_COLUMN"),
+        FileError::Malformed(e) => ApiError::field("file", format!("is not valid CSV: {e}")),
+    }
+}
+
+fn import_report(p: &Parsed) -> serde_json::Value {
+    json!({
+        "rows": p.rows,
+        "imported": p.contacts.len(),
+        "duplicates": p.duplicates,
+        "invalid": p.invalid,
+        "invalid_count": p.invalid_count,
+    })
+}
+
+async fn create_campaign(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let upload = read_upload(&headers, multipart).await?;
+    let mut errors = Vec::new();
+    let name = check_name(upload.name.as_deref())
+        .map_err(|e| errors.push(e))
+        .ok();
+    let agent_id = body_id("agent_id", upload.agent_id.as_deref())
+        .map_err(|e| errors.extend(e.errors))
+        .ok();
+    let file = match upload.file {
+        None => {
+            errors.push(FieldError {
+                field: "file".into(),
+                message: "is required".into(),
+            });
+            None
+        }
+        Some(f) if f.len() > MAX_FILE_BYTES => return Err(too_large()),
+        Some(f) => Some(f),
+    };
+    let (Some(name), Some(agent_id), Some(file)) = (name, agent_id, file) else {
+        return Err(ApiError::fields(errors));
+    };
+    let user_id = current.user.id;
+    {
+        let (user_id, agent_id) = (user_id.clone(), agent_id.clone());
+        state
+            .db
+            .read(move |c| owned_agent(c, &user_id, &agent_id).map_err(DbError::from))
+            .await?
+            .ok_or_else(|| ApiError::not_found("Agent"))?;
+    }
+    // Parsing ten megabytes is CPU work: kept off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || import::parse(&file))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(file_error)?;
+    if parsed.contacts.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "NO_VALID_CONTACTS",
+            "The file has no row with a valid phone number",
+        )
+        .with("import", import_report(&parsed)));
+    }
+
+    let campaign = state
+        .db
+        .write(move |c| {
+            // One transaction: the campaign and all its contacts, or nothing.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if owned_agent(&tx, &user_id, &agent_id)?.is_none() {
+                return Err(ApiError::not_found("Agent"));
+            }
+            let id: String = tx.query_row(
+                "INSERT INTO campaigns (user_id, name, agent_id, source_type)
+                 VALUES (?1, ?2, ?3, 'csv') RETURNING id",
+                params![user_id, name, agent_id],
+                |r| r.get(0),
+            )?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT INTO campaign_contacts (campaign_id, phone_number, first_name, last_name)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for k in &parsed.contacts {
+                    insert.execute(params![id, k.phone_number, k.first_name, k.last_name])?;
+                }
+            }
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &user_id,
+                    action: "create_campaign",
+                    target_user_id: Some(&user_id),
+                    resource_type: Some("campaign"),
+                    resource_id: Some(&id),
+                    details: json!({
+                        "name": name,
+                        "agent_id": agent_id,
+                        "rows": parsed.rows,
+                        "imported": parsed.contacts.len(),
+                        "duplicates": parsed.duplicates,
+                        "invalid": parsed.invalid_count,
+                    }),
+                    client: &client,
+                },
+            )?;
+            let campaign = owned_campaign(&tx, &user_id, &id)?
+                .ok_or_else(|| ApiError::internal("a campaign just inserted is missing"))?;
+            tx.commit()?;
+            Ok::<_, ApiError>((campaign, import_report(&parsed)))
+        })
+        .await?;
+    let (campaign, report) = campaign;
+    let mut data = serde_json::to_value(&campaign).map_err(ApiError::internal)?;
+    data["import"] = report;
+    Ok(ok(StatusCode::CREATED, data))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    state: Option<String>,
+    agent_id: Option<String>,
+}
+
+async fn list_campaigns(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let page = Page::new(q.page, q.limit)?;
+    let mut filter = SqlFilter::default();
+    filter.add("c.user_id = ?", current.user.id);
+    if let Some(s) = given(&q.state) {
+        if !STATES.contains(&s) {
+            return Err(ApiError::field(
+                "state",
+                format!("must be one of: {}", STATES.join(", ")),
+            ));
+        }
+        filter.add("c.state = ?", s.to_string());
+    }
+    if let Some(agent_id) = uuid_param("agent_id", &q.agent_id)? {
+        filter.add("c.agent_id = ?", agent_id);
+    }
+    let (campaigns, total) = state
+        .db
+        .read(move |c| {
+            Ok::<_, ApiError>(filter.page_of(
+                c,
+                CAMPAIGN_FROM,
+                CAMPAIGN_COLUMNS,
+                "c.created_at DESC, c.rowid DESC",
+                page,
+                campaign_from_row,
+            )?)
+        })
+        .await?;
+    Ok(page.respond(campaigns, total))
+}
+
+/// The campaign with `progress` beside its fields.
+fn with_progress(campaign: &Campaign) -> ApiResult<serde_json::Value> {
+    let mut data = serde_json::to_value(campaign).map_err(ApiError::internal)?;
+    data["progress"] = campaign.contacts.progress();
+    Ok(data)
+}
+
+fn find(conn: &Connection, user_id: &str, id: &str) -> ApiResult<Campaign> {
+    owned_campaign(conn, user_id, id)?.ok_or_else(|| ApiError::not_found("Campaign"))
+}
+
+async fn get_campaign(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let user_id = current.user.id;
+    let campaign = state
+        .db
+        .read(move |c| find(c, &user_id, &id.to_string()))
+        .await?;
+    Ok(ok(StatusCode::OK, with_progress(&campaign)?))
+}
+
+#[derive(Deserialize)]
+struct ContactsQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    status: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ContactRow {
+    id: String,
+    phone_number: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    status: String,
+    agent_run_id: Option<String>,
+    created_at: String,
+}
+
+async fn list_contacts(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<ContactsQuery>,
+) -> ApiResult<Response> {
+    let page = Page::new(q.page, q.limit)?;
+    let id = id.to_string();
+    let mut filter = SqlFilter::default();
+    filter.add("k.campaign_id = ?", id.clone());
+    if let Some(s) = given(&q.status) {
+        if !CONTACT_STATUSES.contains(&s) {
+            return Err(ApiError::field(
+                "status",
+                format!("must be one of: {}", CONTACT_STATUSES.join(", ")),
+            ));
+        }
+        filter.add("k.status = ?", s.to_string());
+    }
+    let user_id = current.user.id;
+    let (contacts, total) = state
+        .db
+        .read(move |c| {
+            find(c, &user_id, &id)?;
+            Ok::<_, ApiError>(filter.page_of(
+                c,
+                "campaign_contacts k",
+                "k.id, k.phone_number, k.first_name, k.last_name, k.status, k.agent_run_id, k.created_at",
+                // The order of the file.
+                "k.rowid",
+                page,
+                |r| {
+                    Ok(ContactRow {
+                        id: r.get(0)?,
+                        phone_number: r.get(1)?,
+                        first_name: r.get(2)?,
+                        last_name: r.get(3)?,
+                        status: r.get(4)?,
+                        agent_run_id: r.get(5)?,
+                        created_at: r.get(6)?,
+                    })
+                },
+            )?)
+        })
+        .await?;
+    Ok(page.respond(contacts, total))
+}
+
+/// A state change a tenant asks for.
+#[derive(Debug, Clone, Copy)]
+enum Transition {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+}
+
+impl Transition {
+    fn verb(self) -> &'static str {
+        match self {
+            Transition::Start => "start",
+            Transition::Pause => "pause",
+            Transition::Resume => "resume",
+            Transition::Stop => "stop",
+        }
+    }
+
+    /// The states it may leave.
+    fn from(self) -> &'static [&'static str] {
+        match self {
+            Transition::Start => &["created"],
+            Transition::Pause => &["running"],
+            Transition::Resume => &["paused"],
+            Transition::Stop => &["running", "paused"],
+        }
+    }
+
+    /// Whether the campaign will place calls afterwards (so it needs what a
+    /// phone call needs).
+    fn dials(self) -> bool {
+        matches!(self, Transition::Start | Transition::Resume)
+    }
+
+    /// The state it leads to: a campaign set running with no contact left
+    /// to call has nothing to do and is completed at once.
+    fn to(self, pending: i64) -> &'static str {
+        match self {
+            Transition::Start | Transition::Resume if pending == 0 => "completed",
+            Transition::Start | Transition::Resume => "running",
+            Transition::Pause => "paused",
+            Transition::Stop => "stopped",
+        }
+    }
+
+    /// The 409 of a campaign not in a state this transition leaves.
+    fn refused(self, campaign: &Campaign) -> Option<ApiError> {
+        (!self.from().contains(&campaign.state.as_str())).then(|| {
+            ApiError::conflict(
+                "INVALID_STATE_TRANSITION",
+                format!(
+                    "A campaign that is {} cannot {}",
+                    campaign.state,
+                    self.verb()
+                ),
+            )
+            .with("state", json!(campaign.state))
+        })
+    }
+}
+
+/// The route of one transition: every one takes the same request.
+fn transition_route(t: Transition) -> MethodRouter<AppState> {
+    post(
+        move |s: State<AppState>, u: CurrentUser, c: ClientInfo, p: ApiPath<Uuid>| {
+            transition(t, s, u, c, p)
+        },
+    )
+}
+
+async fn transition(
+    t: Transition,
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    let user_id = current.user.id;
+    let campaign = {
+        let (user_id, id) = (user_id.clone(), id.clone());
+        state.db.read(move |c| find(c, &user_id, &id)).await?
+    };
+    if let Some(refusal) = t.refused(&campaign) {
+        return Err(refusal);
+    }
+    if t.dials() {
+        // Refused as a phone call would be, before anything changes: a
+        // running campaign that cannot place its calls helps nobody.
+        let tier = &current.user.subscription_tier;
+        if !tiers::tier(tier).is_some_and(|t| t.phone_calls) {
+            return Err(tier_refusal(tier));
+        }
+        let config = startable(&state, &user_id, &campaign.agent_id).await?;
+        plan_llm(&state, &user_id, &config).await?;
+        phone_setup(&state, &user_id).await?;
+    }
+    let updated = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Read again under the write lock: another request may have
+            // moved it since.
+            let before = find(&tx, &user_id, &id)?;
+            if let Some(refusal) = t.refused(&before) {
+                return Err(refusal);
+            }
+            let to = t.to(before.contacts.pending);
+            // This campaign only, by id and owner: no other campaign moves.
+            tx.execute(
+                "UPDATE campaigns SET state = ?3 WHERE id = ?1 AND user_id = ?2",
+                params![id, user_id, to],
+            )?;
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &user_id,
+                    action: &format!("{}_campaign", t.verb()),
+                    target_user_id: Some(&user_id),
+                    resource_type: Some("campaign"),
+                    resource_id: Some(&id),
+                    details: json!({ "name": before.name, "from": before.state, "to": to }),
+                    client: &client,
+                },
+            )?;
+            let after = find(&tx, &user_id, &id)?;
+            tx.commit()?;
+            Ok::<_, ApiError>(after)
+        })
+        .await?;
+    Ok(ok(StatusCode::OK, with_progress(&updated)?))
+}
+
+async fn delete_campaign(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    let user_id = current.user.id;
+    let deleted = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let campaign = find(&tx, &user_id, &id)?;
+            if campaign.state == "running" {
+                return Err(ApiError::conflict(
+                    "CAMPAIGN_RUNNING",
+                    "A running campaign cannot be deleted: pause or stop it first",
+                )
+                .with("state", json!(campaign.state)));
+            }
+            // Its contacts go with it (ON DELETE CASCADE); its runs stay,
+            // unlinked (ON DELETE SET NULL), as the calls did happen.
+            tx.execute(
+                "DELETE FROM campaigns WHERE id = ?1 AND user_id = ?2",
+                params![id, user_id],
+            )?;
+            audit::record(
+                &tx,
+                &Entry {
+                    admin_user_id: &user_id,
+                    action: "delete_campaign",
+                    target_user_id: Some(&user_id),
+                    resource_type: Some("campaign"),
+                    resource_id: Some(&id),
+                    details: json!({ "name": campaign.name, "state": campaign.state, "contacts": campaign.contacts.total }),
+                    client: &client,
+                },
+            )?;
+            tx.commit()?;
+            Ok::<_, ApiError>(campaign)
+        })
+        .await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "id": deleted.id, "name": deleted.name, "deleted": true }),
+    ))
+}
