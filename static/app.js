@@ -330,6 +330,82 @@ async function showCall(agentId) {
   );
 }
 
+// ---------------------------------------------------------------- campaigns
+
+async function showCampaigns() {
+  const out = message("campaigns-message");
+  const body = h("tbody", { id: "campaigns-body" });
+  const agents = (await api("GET", "/api/agents?limit=100")).data;
+  const actions = { created: ["start"], running: ["pause", "stop"], paused: ["resume", "stop"] };
+  async function refresh() {
+    const list = (await api("GET", "/api/campaigns?limit=100")).data;
+    body.replaceChildren(
+      ...list.map((c) =>
+        h(
+          "tr",
+          { id: `campaign-${c.id}` },
+          h("td", { text: c.name }),
+          h("td", { class: "state", text: c.state }),
+          h("td", { text: `${c.contacts.called} called, ${c.contacts.failed} failed, ${c.contacts.pending} pending` }),
+          h(
+            "td",
+            {},
+            (actions[c.state] || []).map((a) =>
+              h("button", {
+                type: "button",
+                class: a === "stop" ? "danger" : "secondary",
+                text: a,
+                onclick: guarded(out, async () => {
+                  await api("POST", `/api/campaigns/${c.id}/${a}`);
+                  await refresh();
+                }),
+              }),
+            ),
+          ),
+        ),
+      ),
+    );
+    if (list.length === 0) body.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No campaigns yet." })));
+  }
+  const form = h(
+    "form",
+    { id: "campaign-form" },
+    field("Name", h("input", { name: "name", required: true, minlength: 2, maxlength: 100 })),
+    field("Agent", h("select", { name: "agent_id" }, agents.map((a) => h("option", { value: a.id, text: a.name })))),
+    field("Contacts (CSV with a phone_number column; first_name and last_name optional; at most 10 MB)", h("input", { name: "file", type: "file", accept: ".csv,text/csv", required: true })),
+    h("button", { type: "submit", text: "Import contacts" }),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    out.textContent = "";
+    // multipart/form-data straight from the form: the browser sets the boundary.
+    const res = await fetch("/api/campaigns", { method: "POST", body: new FormData(form), credentials: "same-origin" });
+    const data = await res.json().catch(() => null);
+    if (!res.ok || !data || !data.success) {
+      const report = data && data.import ? ` (${data.import.rows} rows, none valid)` : "";
+      say(out, `${(data && data.message) || `The server answered ${res.status}`}${report}`);
+      return;
+    }
+    const imp = data.data.import;
+    const bad = imp.invalid.map((i) => `row ${i.row}: ${i.reason}`).join("; ");
+    say(out, `Imported ${imp.imported} of ${imp.rows} rows, ${imp.duplicates} duplicates dropped${bad ? `, skipped ${bad}` : ""}.`, true);
+    form.reset();
+    await refresh();
+  });
+  page(
+    "Campaigns",
+    h(
+      "section",
+      { class: "panel" },
+      h("p", { class: "muted", text: "A running campaign calls its contacts one at a time through your Twilio account (pro and enterprise plans)." }),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Name", "State", "Contacts", ""].map((t) => h("th", { text: t })))), body),
+      out,
+    ),
+    h("section", { class: "panel" }, h("h2", { text: "New campaign" }), form),
+  );
+  await refresh();
+}
+
 // ---------------------------------------------------------------- API keys
 
 async function showKeys() {
@@ -553,6 +629,7 @@ async function showAdmin() {
 const routes = {
   agents: showAgents,
   call: showCall,
+  campaigns: showCampaigns,
   keys: showKeys,
   settings: showSettings,
   usage: showUsage,
@@ -563,6 +640,7 @@ function renderNav(current) {
   const links = [
     ["agents", "Agents"],
     ["call", "Calls"],
+    ["campaigns", "Campaigns"],
     ["usage", "Usage"],
     ["keys", "API keys"],
     ["settings", "Settings"],

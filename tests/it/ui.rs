@@ -416,6 +416,37 @@ async fn a_pro_tenant_places_a_phone_call_from_the_browser() {
         .wait_text("#phone-message", "Calling: WR-TEL-000001")
         .await;
     browser.screenshot("phone").await;
+
+    // A campaign from a CSV file chosen in the page, started and paused.
+    let csv = app.dir.path().join("contacts.csv");
+    std::fs::write(
+        &csv,
+        "Phone,First_Name\n+14155550131,Ann\n+1 415 555 0131,Dup\nnot-a-number,Bad\n",
+    )
+    .unwrap();
+    browser.goto(&app.url("/#/campaigns")).await;
+    browser
+        .type_into("#campaign-form input[name=name]", "Spring recall")
+        .await;
+    let file = browser.find("#campaign-form input[name=file]").await;
+    browser
+        .call(
+            "POST",
+            &format!("/element/{file}/value"),
+            Some(json!({"text": csv.display().to_string()})),
+        )
+        .await;
+    browser.click("#campaign-form button[type=submit]").await;
+    browser
+        .wait_text(
+            "#campaigns-message",
+            "Imported 1 of 3 rows, 1 duplicates dropped, skipped row 4",
+        )
+        .await;
+    browser.wait_text("#campaigns-body", "Spring recall").await;
+    browser.click("#campaigns-body button").await;
+    browser.wait_text("#campaigns-body .state", "running").await;
+    browser.screenshot("campaigns").await;
     let placed = twilio.seen();
     assert_eq!(placed.len(), 1, "one call placed");
     assert_eq!(placed[0].field("To"), Some("+14155550123"));
