@@ -131,6 +131,13 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_PROVIDER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub provider_timeout_secs: u64,
 
+    /// The OpenAI-compatible servers tenants may point their LLM at: a
+    /// comma-separated list of URL prefixes (`http://10.0.0.5:8000/v1,https://llm.internal`).
+    /// Unset, any http(s) URL is allowed; set, a tenant cannot make this
+    /// server send requests to other hosts on its network.
+    #[arg(long, env = "VOXFLOW_LLM_ALLOWED_URLS")]
+    pub llm_allowed_urls: Option<String>,
+
     /// How long one LLM reply may take, in seconds, before the call answers 502.
     #[arg(long, env = "VOXFLOW_LLM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub llm_timeout_secs: u64,
@@ -169,6 +176,28 @@ impl Config {
             .filter(|u| !u.is_empty())
     }
 
+    /// Whether `url` (an OpenAI-compatible base URL) is under one of the
+    /// allowed prefixes, matching whole path segments (a prefix
+    /// `http://a/v1` allows `http://a/v1` and `http://a/v1/x`, not
+    /// `http://a/v10` or `http://a.evil`).
+    pub fn llm_url_allowed(&self, url: &str) -> bool {
+        let Some(list) = self
+            .llm_allowed_urls
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+        else {
+            return true;
+        };
+        let url = url.trim().trim_end_matches('/');
+        list.split(',')
+            .map(|p| p.trim().trim_end_matches('/'))
+            .filter(|p| !p.is_empty())
+            .any(|p| {
+                url.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+
     /// A config for `data_dir` with every other setting at its default, as
     /// `voxflow serve --data-dir DIR --http 127.0.0.1:0` would give; for tests
     /// and embedding.
@@ -194,6 +223,7 @@ impl Config {
             twilio_base_url: "https://api.twilio.com".into(),
             public_url: None,
             provider_timeout_secs: 10,
+            llm_allowed_urls: None,
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,
         }
@@ -203,6 +233,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::parse_public_url;
+
+    #[test]
+    fn llm_urls_are_allowed_by_whole_prefix() {
+        let mut c = super::Config::for_data_dir("x");
+        assert!(c.llm_url_allowed("http://anything/v1"), "unset allows all");
+        c.llm_allowed_urls = Some(" http://10.0.0.5:8000/v1/ , https://llm.internal".into());
+        assert!(c.llm_url_allowed("http://10.0.0.5:8000/v1"));
+        assert!(c.llm_url_allowed("https://llm.internal/openai/v1/"));
+        assert!(!c.llm_url_allowed("http://10.0.0.5:8000/v10"));
+        assert!(!c.llm_url_allowed("https://llm.internal.evil.com/v1"));
+        assert!(!c.llm_url_allowed("http://127.0.0.1:8080/v1"));
+    }
 
     #[test]
     fn public_urls_are_origins_with_an_optional_path() {

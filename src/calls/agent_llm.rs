@@ -55,6 +55,12 @@ pub async fn plan_llm(
                     "The openai_compatible LLM has no base URL: set llm_base_url in the service configuration",
                 ));
             };
+            // The operator may have narrowed the allowed servers since it was saved.
+            if !state.config.llm_url_allowed(&base_url) {
+                return Err(setup_required(
+                    "The openai_compatible LLM's base URL is no longer allowed on this server (VOXFLOW_LLM_ALLOWED_URLS): choose another in the service configuration",
+                ));
+            }
             Ok(LlmPlan {
                 provider: LLM_OPENAI_COMPATIBLE.into(),
                 base_url,

@@ -226,12 +226,21 @@ async fn save_config(
     ApiJson(body): ApiJson<ConfigBody>,
 ) -> ApiResult<Response> {
     let user_id = current.user.id;
+    let allowed = state.config.clone();
     let saved = state
         .db
         .write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before = load(&tx, &user_id)?;
             let next = merge(before.clone(), body)?;
+            if let Some(url) = next.llm_base_url.as_deref() {
+                if next.llm_provider == LLM_OPENAI_COMPATIBLE && !allowed.llm_url_allowed(url) {
+                    return Err(ApiError::field(
+                        "llm_base_url",
+                        "is not among the LLM servers this installation allows (VOXFLOW_LLM_ALLOWED_URLS)",
+                    ));
+                }
+            }
             tx.execute(
                 "INSERT INTO service_configs (user_id, llm_provider, llm_model, llm_base_url, tts_provider, tts_voice, stt_provider, stt_model)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

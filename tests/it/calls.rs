@@ -126,14 +126,19 @@ async fn app_with(stub: &LlmStub) -> TestApp {
     .await
 }
 
-pub async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
-    let (status, body) = post(
+/// Asks for a web call with `agent`; the status and the answer.
+pub async fn try_start(app: &TestApp, who: &Tenant, agent: &str) -> (StatusCode, Value) {
+    post(
         app,
         "/api/calls/web/start",
         Some(&who.token),
         json!({ "agent_id": agent }),
     )
-    .await;
+    .await
+}
+
+pub async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Value) {
+    let (status, body) = try_start(app, who, agent).await;
     assert_eq!(status, 200, "start: {body}");
     (body["data"]["run_id"].as_str().unwrap().to_string(), body)
 }
@@ -216,13 +221,7 @@ async fn a_web_call_runs_from_start_to_end_with_the_llm() {
     assert!(greeting.contains("Vera"), "{greeting}");
 
     // The free plan allows one call at a time, and says which is live.
-    let (status, refused) = post(
-        &app,
-        "/api/calls/web/start",
-        Some(&t.token),
-        json!({ "agent_id": agent }),
-    )
-    .await;
+    let (status, refused) = try_start(&app, &t, &agent).await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["code"], "CONCURRENT_CALL_LIMIT");
     assert_eq!(refused["in_progress"][0]["run_id"], run.as_str());
@@ -504,13 +503,7 @@ async fn calls_are_refused_without_a_key_or_quota() {
     let app = TestApp::start_with(move |c| c.groq_base_url = base).await;
     let t = tenant(&app, "nokey@example.com").await;
     let agent = create_agent(&app, &t, "Keyless").await;
-    let (status, body) = post(
-        &app,
-        "/api/calls/web/start",
-        Some(&t.token),
-        json!({ "agent_id": agent }),
-    )
-    .await;
+    let (status, body) = try_start(&app, &t, &agent).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "SETUP_REQUIRED");
     let (_, runs) = get(&app, &format!("/api/agents/{agent}/runs"), Some(&t.token)).await;
@@ -539,13 +532,7 @@ async fn calls_are_refused_without_a_key_or_quota() {
     backdate_start(&app, &run, 100);
     let (status, _) = end(&app, &t, &run, json!({})).await;
     assert_eq!(status, 200);
-    let (status, body) = post(
-        &app,
-        "/api/calls/web/start",
-        Some(&t.token),
-        json!({ "agent_id": agent }),
-    )
-    .await;
+    let (status, body) = try_start(&app, &t, &agent).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["code"], "QUOTA_EXCEEDED");
     assert_eq!(body["usage"]["monthly_token_quota"], 1);
@@ -859,5 +846,55 @@ async fn the_server_closes_idle_runs_by_itself_and_at_startup() {
     let (_, r) = get(&app, &format!("/api/calls/run/{run}"), Some(&t.token)).await;
     assert_eq!(r["data"]["status"], "failed");
     assert_eq!(r["data"]["disposition"], "abandoned");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_limits_which_llm_servers_tenants_may_use() {
+    let stub = LlmStub::start().await;
+    let allowed = stub.base.clone();
+    let app = TestApp::start_with(move |c| c.llm_allowed_urls = Some(allowed)).await;
+    let t = tenant(&app, "airgap@example.com").await;
+    let agent = create_agent(&app, &t, "Local").await;
+
+    // Another host on the network, or a path beside the allowed one: refused.
+    for url in ["http://127.0.0.1:9/v1", &format!("{}0", stub.base)] {
+        let (status, body) = post(
+            &app,
+            "/api/config/service",
+            Some(&t.token),
+            json!({ "llm_provider": "openai_compatible", "llm_base_url": url }),
+        )
+        .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["errors"][0]["field"], "llm_base_url");
+    }
+    let (status, body) = post(
+        &app,
+        "/api/config/service",
+        Some(&t.token),
+        json!({ "llm_provider": "openai_compatible", "llm_base_url": stub.base }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (run, _) = start_call(&app, &t, &agent).await;
+    assert_eq!(say(&app, &t, &run, "Hi").await.0, 200);
+    end(&app, &t, &run, json!({})).await;
+
+    // A URL saved before the operator narrowed the list is refused at call time.
+    db(&app)
+        .execute(
+            "UPDATE service_configs SET llm_base_url = 'http://127.0.0.1:9/v1' WHERE user_id = ?1",
+            [&t.id],
+        )
+        .unwrap();
+    let (status, body) = try_start(&app, &t, &agent).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "SETUP_REQUIRED");
+    assert_eq!(
+        stub.seen().len(),
+        1,
+        "only the allowed server was contacted"
+    );
     app.stop().await;
 }
