@@ -31,6 +31,9 @@ const MAX_RECORDING_URL: usize = 2048;
 const APOLOGY: &str = "Sorry, I am having trouble answering right now. Could you say that again?";
 const REPROMPT: &str = "Sorry, I did not catch that. Could you say it again?";
 const GOODBYE: &str = "This call has gone on for a long time; please call again. Goodbye.";
+const SILENT_GOODBYE: &str = "I have not heard anything, so I will hang up now. Goodbye.";
+/// Prompts in a row that may go unanswered before the agent hangs up.
+const MAX_SILENT_PROMPTS: u32 = 2;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,12 +69,17 @@ fn twiml(inner: &str) -> Response {
 }
 
 /// Speaks `text`, then listens for the caller's answer, which Twilio posts
-/// to the run's `gather` webhook.
-fn say_and_gather(public: &str, run_id: &str, text: &str) -> Response {
+/// to the run's `gather` webhook. When the caller says nothing, Twilio goes
+/// on to the `<Redirect>`, which comes back to `gather` without speech and
+/// counts the silence (`silence=N`), so a quiet line is prompted again, then
+/// hung up, instead of ending the call the moment the gather times out.
+fn say_and_gather(public: &str, run_id: &str, text: &str, silences: u32) -> Response {
+    let gather = hook_url(public, "gather", run_id);
     twiml(&format!(
-        "<Say>{}</Say><Gather input=\"speech\" action=\"{}\" method=\"POST\" speechTimeout=\"auto\"/>",
+        "<Say>{}</Say><Gather input=\"speech\" action=\"{}\" method=\"POST\" speechTimeout=\"auto\"/><Redirect method=\"POST\">{}</Redirect>",
         xml_escape(text),
-        xml_escape(&hook_url(public, "gather", run_id)),
+        xml_escape(&gather),
+        xml_escape(&format!("{gather}?silence={}", silences + 1)),
     ))
 }
 
@@ -106,6 +114,9 @@ struct Hook {
     found: OwnedRun,
     params: Vec<(String, String)>,
     public: String,
+    /// Prompts in a row the caller left unanswered (`?silence=N` of a
+    /// `<Redirect>`); 0 on any other request.
+    silences: u32,
 }
 
 impl Hook {
@@ -188,12 +199,18 @@ impl FromRequest<AppState> for Hook {
         if !twilio::signature_matches(&token, &format!("{public}{path}"), &params, &signature) {
             return Err(forbidden());
         }
+        let silences = path
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("silence=")))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
         Ok(Hook {
             run_id,
             owner,
             found,
             params,
             public,
+            silences,
         })
     }
 }
@@ -266,7 +283,7 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
         Vec::new()
     };
     append_turns(&state, &hook.run_id, turns).await?;
-    Ok(say_and_gather(&hook.public, &hook.run_id, &greeting))
+    Ok(say_and_gather(&hook.public, &hook.run_id, &greeting, 0))
 }
 
 /// The agent's description, the tenant's LLM and the agent's reply to
@@ -313,15 +330,38 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
         .param("SpeechResult")
         .map(|s| s.chars().take(MAX_SPEECH_CHARS).collect::<String>())
     else {
+        if hook.silences >= MAX_SILENT_PROMPTS {
+            // Recorded now; the status callback that follows the hang-up
+            // keeps it when it closes the run.
+            let run_id = hook.run_id.clone();
+            state
+                .db
+                .write(move |c| {
+                    c.execute(
+                        "UPDATE agent_runs SET disposition = 'user_idle_max_duration_exceeded'
+                         WHERE id = ?1 AND status = 'in_progress'",
+                        [&run_id],
+                    )?;
+                    touch(c, &run_id).map_err(ApiError::from)
+                })
+                .await
+                .map_err(fault)?;
+            return Ok(hang_up(Some(SILENT_GOODBYE)));
+        }
         touch_run(&state, &hook.run_id).await?;
-        return Ok(say_and_gather(&hook.public, &hook.run_id, REPROMPT));
+        return Ok(say_and_gather(
+            &hook.public,
+            &hook.run_id,
+            REPROMPT,
+            hook.silences,
+        ));
     };
     let said_at = db_now(&state).await?;
     let Some(reply) = agent_reply(&state, &hook, &speech).await else {
         // Like a failed web message: the run stays as it was, and the
         // caller may say it again.
         touch_run(&state, &hook.run_id).await?;
-        return Ok(say_and_gather(&hook.public, &hook.run_id, APOLOGY));
+        return Ok(say_and_gather(&hook.public, &hook.run_id, APOLOGY, 0));
     };
     let replied_at = db_now(&state).await?;
     let turns = vec![
@@ -337,7 +377,7 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
         },
     ];
     append_turns(&state, &hook.run_id, turns).await?;
-    Ok(say_and_gather(&hook.public, &hook.run_id, &reply))
+    Ok(say_and_gather(&hook.public, &hook.run_id, &reply, 0))
 }
 
 /// Twilio's final `CallStatus` → the run's status and disposition; `None`
@@ -374,7 +414,7 @@ async fn on_status(State(state): State<AppState>, hook: Hook) -> Result<Response
             c.execute(
                 "UPDATE agent_runs
                  SET duration_seconds = ?2,
-                     disposition = ?3,
+                     disposition = coalesce(disposition, ?3),
                      completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
                      last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
                      status = ?4

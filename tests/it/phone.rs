@@ -613,3 +613,102 @@ async fn twilio_refusing_or_out_of_reach_is_a_502_and_the_run_fails() {
     );
     app.stop().await;
 }
+
+/// A webhook call to `path` (which may carry a query), signed as Twilio
+/// signs it: for the public URL with that query.
+async fn signed_post(app: &TestApp, path: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
+    let url = format!("{PUBLIC}{path}");
+    let res = app
+        .client
+        .post(app.url(path))
+        .form(params)
+        .header("X-Twilio-Signature", sign(TOKEN, &url, params))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_silent_caller_is_prompted_again_then_hung_up_on() {
+    let twilio = TwilioStub::start().await;
+    let llm = LlmStub::start().await;
+    let app = app_with(&twilio.base, &llm, Some(PUBLIC)).await;
+    let (t, agent) = ready_tenant(&app, "quiet@example.com").await;
+    let (status, body) = start_phone(&app, &t, &agent, TO).await;
+    assert_eq!(status, 200, "{body}");
+    let run = body["data"]["run_id"].as_str().unwrap().to_string();
+    let gather = format!("/api/calls/twilio/gather/{run}");
+    let redirect =
+        |n: u32| format!(r#"<Redirect method="POST">{PUBLIC}{gather}?silence={n}</Redirect>"#);
+
+    // The greeting listens, and without an answer comes back counting.
+    let (status, _, xml) = hook(&app, "webhook", &run, &[("CallStatus", "in-progress")]).await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        xml.contains(&gather_tag(&run)) && xml.contains(&redirect(1)),
+        "{xml}"
+    );
+    // A forged count (signed for another URL) is refused like any forgery.
+    let forged = app
+        .client
+        .post(app.url(&format!("{gather}?silence=5")))
+        .form(&[("CallStatus", "in-progress")])
+        .header(
+            "X-Twilio-Signature",
+            sign(
+                TOKEN,
+                &format!("{PUBLIC}{gather}?silence=1"),
+                &[("CallStatus", "in-progress")],
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    let (status, xml) = signed_post(
+        &app,
+        &format!("{gather}?silence=1"),
+        &[("CallStatus", "in-progress")],
+    )
+    .await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        xml.contains("Could you say it again?") && xml.contains(&redirect(2)),
+        "{xml}"
+    );
+    let (status, xml) = signed_post(
+        &app,
+        &format!("{gather}?silence=2"),
+        &[("CallStatus", "in-progress")],
+    )
+    .await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        xml.contains("I will hang up now") && xml.ends_with("<Hangup/></Response>"),
+        "{xml}"
+    );
+    assert!(!xml.contains("<Gather"), "{xml}");
+
+    // Twilio's status callback closes the run and keeps why it ended.
+    let (status, _, _) = hook(
+        &app,
+        "status",
+        &run,
+        &[("CallStatus", "completed"), ("CallDuration", "30")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (state, disposition, tokens): (String, String, f64) = db(&app)
+        .query_row(
+            "SELECT status, disposition, groq_tokens FROM agent_runs WHERE id = ?1",
+            [&run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "completed");
+    assert_eq!(disposition, "user_idle_max_duration_exceeded");
+    assert_eq!(tokens, 0.39);
+    app.stop().await;
+}

@@ -416,6 +416,10 @@ async fn a_pro_tenant_places_a_phone_call_from_the_browser() {
         .wait_text("#phone-message", "Calling: WR-TEL-000001")
         .await;
     browser.screenshot("phone").await;
+    let placed = twilio.seen();
+    assert_eq!(placed.len(), 1, "one call placed (before any campaign)");
+    assert_eq!(placed[0].field("To"), Some("+14155550123"));
+    assert_eq!(placed[0].field("From"), Some(phone::FROM));
 
     // A campaign from a CSV file chosen in the page, started and paused.
     let csv = app.dir.path().join("contacts.csv");
@@ -447,10 +451,6 @@ async fn a_pro_tenant_places_a_phone_call_from_the_browser() {
     browser.click("#campaigns-body button").await;
     browser.wait_text("#campaigns-body .state", "running").await;
     browser.screenshot("campaigns").await;
-    let placed = twilio.seen();
-    assert_eq!(placed.len(), 1, "one call placed");
-    assert_eq!(placed[0].field("To"), Some("+14155550123"));
-    assert_eq!(placed[0].field("From"), Some(phone::FROM));
     browser.call("DELETE", "", None).await;
     app.stop().await;
 }
