@@ -12,14 +12,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{agent_from_row, owned_agent, upgrade_suggestion, Agent, AgentInput, LimitsInfo};
-use super::{is_limit_error, AGENT_COLUMNS};
+use super::{is_limit_error, type_filter, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
-use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
+use crate::http::filters::{check_disposition, given, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -148,22 +148,10 @@ async fn list_agents(
     let page = Page::new(q.page, q.limit)?;
     let mut filter = SqlFilter::default();
     filter.add("a.user_id = ?", current.user.id);
-    if let Some(kind) = given(&q.kind) {
-        let kind = kind.to_ascii_uppercase();
-        if kind != "INBOUND" && kind != "OUTBOUND" {
-            return Err(ApiError::field("type", "must be INBOUND or OUTBOUND"));
-        }
+    if let Some(kind) = type_filter(given(&q.kind))? {
         filter.add("a.type = ?", kind);
     }
-    if let Some(search) = given(&q.search) {
-        if search.chars().count() > 255 {
-            return Err(ApiError::field("search", "must be at most 255 characters"));
-        }
-        filter.add(
-            "(a.name LIKE ? ESCAPE '\\' OR a.use_case LIKE ? ESCAPE '\\')",
-            like_pattern(search),
-        );
-    }
+    filter.search(given(&q.search), &["a.name", "a.use_case"])?;
     let (agents, total) = state
         .db
         .read(move |c| {
@@ -339,15 +327,12 @@ async fn list_runs(
     let agent = find_agent(&state, current.user.id, id).await?;
     let mut filter = SqlFilter::default();
     filter.add("r.agent_id = ?", agent.id);
-    if let Some(status) = given(&q.status) {
-        if !["in_progress", "completed", "failed"].contains(&status) {
-            return Err(ApiError::field(
-                "status",
-                "must be in_progress, completed or failed",
-            ));
-        }
-        filter.add("r.status = ?", status.to_string());
-    }
+    filter.one_of(
+        "status",
+        &q.status,
+        &["in_progress", "completed", "failed"],
+        "r.status",
+    )?;
     if let Some(d) = given(&q.disposition) {
         filter.add("r.disposition = ?", check_disposition(d)?);
     }

@@ -27,7 +27,7 @@ use crate::calls::routes::{body_id, startable};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiPath, ApiQuery, ClientInfo};
-use crate::http::filters::{given, uuid_param, SqlFilter};
+use crate::http::filters::{uuid_param, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::{read_body_first, AppState};
 use crate::tiers;
@@ -291,15 +291,7 @@ async fn list_campaigns(
     let page = Page::new(q.page, q.limit)?;
     let mut filter = SqlFilter::default();
     filter.add("c.user_id = ?", current.user.id);
-    if let Some(s) = given(&q.state) {
-        if !STATES.contains(&s) {
-            return Err(ApiError::field(
-                "state",
-                format!("must be one of: {}", STATES.join(", ")),
-            ));
-        }
-        filter.add("c.state = ?", s.to_string());
-    }
+    filter.one_of("state", &q.state, &STATES, "c.state")?;
     if let Some(agent_id) = uuid_param("agent_id", &q.agent_id)? {
         filter.add("c.agent_id = ?", agent_id);
     }
@@ -371,15 +363,7 @@ async fn list_contacts(
     let id = id.to_string();
     let mut filter = SqlFilter::default();
     filter.add("k.campaign_id = ?", id.clone());
-    if let Some(s) = given(&q.status) {
-        if !CONTACT_STATUSES.contains(&s) {
-            return Err(ApiError::field(
-                "status",
-                format!("must be one of: {}", CONTACT_STATUSES.join(", ")),
-            ));
-        }
-        filter.add("k.status = ?", s.to_string());
-    }
+    filter.one_of("status", &q.status, &CONTACT_STATUSES, "k.status")?;
     let user_id = current.user.id;
     let (contacts, total) = state
         .db

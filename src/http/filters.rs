@@ -119,6 +119,28 @@ impl SqlFilter {
     }
 
     /// A search for `text` (at most 255 characters) in any of `columns`.
+    /// `column = value` when the query gave `field`; a value outside
+    /// `allowed` is a 400 naming the field and the values it takes.
+    pub fn one_of(
+        &mut self,
+        field: &str,
+        raw: &Option<String>,
+        allowed: &[&str],
+        column: &str,
+    ) -> Result<(), ApiError> {
+        let Some(value) = given(raw) else {
+            return Ok(());
+        };
+        if !allowed.contains(&value) {
+            return Err(ApiError::field(
+                field,
+                format!("must be one of: {}", allowed.join(", ")),
+            ));
+        }
+        self.add(&format!("{column} = ?"), value.to_string());
+        Ok(())
+    }
+
     pub fn search(&mut self, text: Option<&str>, columns: &[&str]) -> Result<(), ApiError> {
         let Some(text) = text else { return Ok(()) };
         if text.chars().count() > 255 {
