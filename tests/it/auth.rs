@@ -73,6 +73,10 @@ pub async fn register(app: &TestApp, email: &str) -> (String, String) {
     )
 }
 
+async fn change_password(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
+    post(app, "/api/auth/change-password", Some(token), body).await
+}
+
 pub async fn login(app: &TestApp, email: &str, password: &str) -> (StatusCode, Value) {
     post(
         app,
@@ -292,29 +296,26 @@ async fn changing_the_password_ends_other_sessions() {
     let (_, body) = login(&app, "cp@example.com", PASSWORD).await;
     let second = body["data"]["token"].as_str().unwrap().to_string();
 
-    let (status, body) = post(
+    let (status, body) = change_password(
         &app,
-        "/api/auth/change-password",
-        Some(&second),
+        &second,
         json!({"current_password": "Not-The-0ne", "new_password": "N3w-Password"}),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "current_password");
-    let (status, body) = post(
+    let (status, body) = change_password(
         &app,
-        "/api/auth/change-password",
-        Some(&second),
+        &second,
         json!({"current_password": PASSWORD, "new_password": "weak"}),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "new_password");
 
-    let (status, body) = post(
+    let (status, body) = change_password(
         &app,
-        "/api/auth/change-password",
-        Some(&second),
+        &second,
         json!({"current_password": PASSWORD, "new_password": "N3w-Password"}),
     )
     .await;
