@@ -146,6 +146,11 @@ pub struct Config {
     /// (disposition `abandoned`): its browser or its server went away.
     #[arg(long, env = "VOXFLOW_RUN_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub run_idle_timeout_secs: u64,
+
+    /// The shortest time between two campaign calls placed through one
+    /// Twilio account (Twilio's default limit is one new call per second).
+    #[arg(long, env = "VOXFLOW_DIAL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub dial_interval_ms: u64,
 }
 
 /// `VOXFLOW_PUBLIC_URL` must be an http(s) origin with an optional path:
@@ -198,6 +203,10 @@ impl Config {
             })
     }
 
+    pub fn dial_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.dial_interval_ms)
+    }
+
     /// A config for `data_dir` with every other setting at its default, as
     /// `voxflow serve --data-dir DIR --http 127.0.0.1:0` would give; for tests
     /// and embedding.
@@ -226,6 +235,7 @@ impl Config {
             llm_allowed_urls: None,
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,
+            dial_interval_ms: 1000,
         }
     }
 }

@@ -215,7 +215,14 @@ pub async fn start(
         login_throttle: Arc::default(),
         vault: Arc::new(vault),
         http_client,
+        dialing: Arc::default(),
     };
+    // Phone runs left in progress are checked with Twilio in the
+    // background (a slow Twilio must not delay the start): a live call
+    // stays open, an ended one is billed, and a call whose placing was
+    // interrupted is found, or found never placed. Meanwhile their contacts
+    // stay `dialing`, so the dialer cannot call them again.
+    let reconciler = tokio::spawn(calls::reconcile::run_periodically(state.clone()));
     let sweeper = tokio::spawn(calls::sweep::run_periodically(
         state.db.clone(),
         state.config.run_idle_timeout_secs,
@@ -237,6 +244,7 @@ pub async fn start(
         .await;
         sweeper.abort();
         dialer.abort();
+        reconciler.abort();
         drop(lock);
         served
     });

@@ -280,6 +280,7 @@ async fn toggle_status(
             "You cannot change your own account's status",
         ));
     }
+    let target = id.clone();
     let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
         tx.execute(
             "UPDATE users SET is_active = ?2 WHERE id = ?1",
@@ -297,6 +298,15 @@ async fn toggle_status(
         Ok(())
     })
     .await?;
+    if !body.is_active {
+        // The dialer claims no contact of an inactive tenant; a call it
+        // claimed just before is waited for, so that once this answers, no
+        // call of theirs reaches Twilio.
+        state
+            .dialing
+            .settle_user(&target, crate::campaigns::dialer::settle_limit(&state))
+            .await;
+    }
     Ok(ok(StatusCode::OK, user))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agent_llm;
 pub mod phone;
+pub mod reconcile;
 pub mod routes;
 pub mod store;
 pub mod sweep;

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::TransactionBehavior;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 use super::agent_llm::{plan_llm, setup_required};
 use super::routes::{body_id, startable, startable_agent};
@@ -42,12 +43,30 @@ struct PhoneStartBody {
 }
 
 /// What placing a call through Twilio needs.
-pub(crate) struct PhoneSetup {
-    account_sid: String,
+pub struct PhoneSetup {
+    pub account_sid: String,
     auth_token: String,
-    from_number: String,
-    source: KeySource,
+    pub from_number: String,
+    pub source: KeySource,
     public: String,
+}
+
+impl PhoneSetup {
+    pub fn account<'a>(&'a self, state: &'a AppState) -> twilio::Account<'a> {
+        twilio::Account {
+            base_url: &state.config.twilio_base_url,
+            sid: &self.account_sid,
+            token: &self.auth_token,
+        }
+    }
+}
+
+/// The stored name of a key's source on a run (`twilio_key_source`).
+pub(crate) fn source_name(source: KeySource) -> &'static str {
+    match source {
+        KeySource::System => "system",
+        _ => "user",
+    }
 }
 
 /// The tenant's Twilio account (its own, else the server's) with a number
@@ -79,7 +98,34 @@ pub(crate) async fn phone_setup(state: &AppState, user_id: &str) -> Result<Phone
     })
 }
 
-fn phone_number(raw: Option<&str>) -> Result<String, ApiError> {
+/// The Twilio credentials that placed a run's call (its account SID and
+/// whose they were, stored with the run), for checking its callbacks and
+/// looking it up: never another account's, even if the tenant has saved
+/// new credentials since. A run from before they were stored uses the
+/// tenant's current ones.
+pub(crate) async fn run_credentials(
+    state: &AppState,
+    owner: &str,
+    account_sid: Option<&str>,
+    source: Option<&str>,
+) -> Result<Option<(String, String, Option<String>)>, ApiError> {
+    let key = match source {
+        Some("system") => api_keys::system_key(&state.config, Provider::Twilio),
+        _ => api_keys::resolve(state, owner, Provider::Twilio)
+            .await?
+            .filter(|k| source.is_none() || matches!(k.source, KeySource::User)),
+    };
+    Ok(key.and_then(|k| {
+        let sid = k.account_sid.clone()?;
+        (account_sid.is_none() || account_sid == Some(sid.as_str())).then_some((
+            sid,
+            k.secret,
+            k.from_number,
+        ))
+    }))
+}
+
+pub(crate) fn phone_number(raw: Option<&str>) -> Result<String, ApiError> {
     let number = formats::required("phone_number", raw)
         .and_then(|n| formats::check_e164("phone_number", n).map(|()| n))
         .map_err(|e| ApiError::fields(vec![e]))?;
@@ -97,71 +143,82 @@ pub(crate) fn tier_refusal(tier: &str) -> ApiError {
     .with("upgrade", json!({ "suggested_tier": upgrade }))
 }
 
-/// A call Twilio accepted to place.
-pub(crate) struct Placed {
-    pub run_id: String,
-    pub run_number: String,
-    pub call_sid: String,
+/// The 502 a tenant sees when Twilio failed, naming Twilio.
+pub(crate) fn twilio_error(err: &twilio::CallError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "PROVIDER_ERROR",
+        format!("The telephony provider (twilio) {err}"),
+    )
+    .with("provider", json!("twilio"))
 }
 
-/// Inserts a PHONE_CALL run (of `campaign_id` when given), audits it and
-/// asks Twilio to place the call. When Twilio refuses, the run is closed as
-/// failed and the error carries its `run_id`.
-pub(crate) async fn place_call(
-    state: &AppState,
+/// Inserts a PHONE_CALL run of `agent_id` to `phone_number` (with the
+/// Twilio account about to place it) and audits it, inside the caller's
+/// write transaction; `(run_id, run_number)`.
+pub(crate) fn insert_phone_run(
+    tx: &rusqlite::Transaction<'_>,
     setup: &PhoneSetup,
     user_id: &str,
-    agent_id: &str,
+    agent: &crate::agents::Agent,
     phone_number: &str,
     campaign_id: Option<&str>,
     client: &ClientInfo,
-) -> Result<Placed, ApiError> {
-    let (run_id, run_number) = {
-        let (user_id, agent_id, phone_number, campaign_id, client) = (
-            user_id.to_string(),
-            agent_id.to_string(),
-            phone_number.to_string(),
-            campaign_id.map(str::to_string),
-            client.clone(),
-        );
-        state
-            .db
-            .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let agent = startable_agent(&tx, &user_id, &agent_id)?;
-                let (run_id, run_number, _) =
-                    store::insert_run(&tx, RunKind::Phone, &agent.id, Some(&phone_number))?;
-                if let Some(campaign_id) = &campaign_id {
-                    tx.execute(
-                        "UPDATE agent_runs SET campaign_id = ?2 WHERE id = ?1",
-                        params![run_id, campaign_id],
-                    )?;
-                }
-                audit::record(
-                    &tx,
-                    &Entry {
-                        admin_user_id: &user_id,
-                        action: "start_phone_call",
-                        target_user_id: Some(&user_id),
-                        resource_type: Some("agent_run"),
-                        resource_id: Some(&run_id),
-                        details: json!({
-                            "run_number": run_number,
-                            "agent_id": agent.id,
-                            "agent_name": agent.name,
-                            "phone_number": phone_number,
-                            "campaign_id": campaign_id,
-                        }),
-                        client: &client,
-                    },
-                )?;
-                tx.commit()?;
-                Ok::<_, ApiError>((run_id, run_number))
-            })
-            .await?
-    };
+) -> Result<(String, String), ApiError> {
+    let (run_id, run_number, _) =
+        store::insert_run(tx, RunKind::Phone, &agent.id, Some(phone_number))?;
+    store::set_twilio_account(
+        tx,
+        &run_id,
+        campaign_id,
+        &setup.account_sid,
+        source_name(setup.source),
+    )?;
+    audit::record(
+        tx,
+        &Entry {
+            admin_user_id: user_id,
+            action: "start_phone_call",
+            target_user_id: Some(user_id),
+            resource_type: Some("agent_run"),
+            resource_id: Some(&run_id),
+            details: json!({
+                "run_number": run_number,
+                "agent_id": agent.id,
+                "agent_name": agent.name,
+                "phone_number": phone_number,
+                "campaign_id": campaign_id,
+            }),
+            client,
+        },
+    )?;
+    Ok((run_id, run_number))
+}
 
-    let hook = |name| hook_url(&setup.public, name, &run_id);
+/// How asking Twilio to place a run's call ended.
+pub(crate) enum Dialed {
+    /// Twilio placed it; its SID is stored with the run.
+    Placed(String),
+    /// Twilio certainly placed nothing (a 4xx, a refused connection); the
+    /// run is still in progress for the caller to close.
+    NotPlaced(twilio::CallError),
+    /// Twilio may have placed it (a time-out, a 5xx): the run stays in
+    /// progress without a SID until a look-up by number settles it
+    /// (`reconcile`), so nobody is dialled twice.
+    Unknown(twilio::CallError),
+}
+
+/// Asks Twilio to place the call of a run inserted by `insert_phone_run`,
+/// with `attempt_key` as its idempotency token, and stores the SID.
+pub(crate) async fn dial(
+    state: &AppState,
+    setup: &PhoneSetup,
+    user_id: &str,
+    run_id: &str,
+    phone_number: &str,
+    attempt_key: &str,
+) -> Result<Dialed, ApiError> {
+    let hook = |name| hook_url(&setup.public, name, run_id);
     let (answer_url, status_url, recording_url) =
         (hook("webhook"), hook("status"), hook("recording"));
     let form = [
@@ -175,59 +232,34 @@ pub(crate) async fn place_call(
     ];
     let placed = twilio::place_call(
         &state.http_client,
-        &state.config.twilio_base_url,
-        &setup.account_sid,
-        &setup.auth_token,
+        &setup.account(state),
         &form,
+        attempt_key,
         std::time::Duration::from_secs(state.config.provider_timeout_secs),
     )
     .await;
-
     let call_sid = match placed {
         Ok(sid) => sid,
+        Err(err) if err.may_have_acted() => {
+            tracing::warn!(run_id = %run_id, error = %err, "Twilio's answer to a new call is unknown; it will be looked up");
+            return Ok(Dialed::Unknown(err));
+        }
         Err(err) => {
             tracing::warn!(run_id = %run_id, error = %err, "Twilio did not place the call");
-            // Closed at once: no call exists, so no webhook will ever end
-            // this run, and a failed run costs nothing.
-            let failed = run_id.clone();
-            state
-                .db
-                .write(move |c| {
-                    c.execute(
-                        "UPDATE agent_runs
-                         SET status = 'failed', disposition = 'failed',
-                             completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                             last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                         WHERE id = ?1 AND status = 'in_progress'",
-                        [&failed],
-                    )
-                    .map_err(ApiError::from)
-                })
-                .await?;
-            return Err(err.into_api_error().with("run_id", json!(run_id)));
+            return Ok(Dialed::NotPlaced(err));
         }
     };
     {
-        let (run_id, call_sid) = (run_id.clone(), call_sid.clone());
+        let (run_id, call_sid) = (run_id.to_string(), call_sid.clone());
         state
             .db
-            .write(move |c| {
-                c.execute(
-                    "UPDATE agent_runs SET call_sid = ?2 WHERE id = ?1",
-                    params![run_id, call_sid],
-                )
-                .map_err(ApiError::from)
-            })
+            .write(move |c| store::set_call_sid(c, &run_id, &call_sid).map_err(ApiError::from))
             .await?;
     }
     if matches!(setup.source, KeySource::User) {
         api_keys::mark_used(state, user_id, Provider::Twilio).await?;
     }
-    Ok(Placed {
-        run_id,
-        run_number,
-        call_sid,
-    })
+    Ok(Dialed::Placed(call_sid))
 }
 
 async fn phone_start(
@@ -247,20 +279,46 @@ async fn phone_start(
     // The call's replies need the LLM: refused now rather than apologised
     // for on every turn of a call that cannot work.
     plan_llm(&state, &user_id, &config).await?;
-    let setup = phone_setup(&state, &user_id).await?;
+    let setup = Arc::new(phone_setup(&state, &user_id).await?);
 
-    let placed = place_call(
-        &state,
-        &setup,
-        &user_id,
-        &agent_id,
-        &phone_number,
-        None,
-        &client,
-    )
-    .await?;
-    Ok(ok(
-        StatusCode::OK,
-        json!({ "run_id": placed.run_id, "run_number": placed.run_number, "call_sid": placed.call_sid }),
-    ))
+    let (run_id, run_number) = {
+        let (setup, user_id, number) = (setup.clone(), user_id.clone(), phone_number.clone());
+        state
+            .db
+            .write(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let agent = startable_agent(&tx, &user_id, &agent_id)?;
+                let ids = insert_phone_run(&tx, &setup, &user_id, &agent, &number, None, &client)?;
+                tx.commit()?;
+                Ok::<_, ApiError>(ids)
+            })
+            .await?
+    };
+    // A single call is attempted once: its run id is the idempotency key.
+    match dial(&state, &setup, &user_id, &run_id, &phone_number, &run_id).await? {
+        Dialed::Placed(call_sid) => Ok(ok(
+            StatusCode::OK,
+            json!({ "run_id": run_id, "run_number": run_number, "call_sid": call_sid }),
+        )),
+        Dialed::NotPlaced(err) => {
+            // Closed at once: no call exists, so no webhook will ever end
+            // this run, and a failed run costs nothing.
+            let failed = run_id.clone();
+            state
+                .db
+                .write(move |c| {
+                    super::reconcile::close(c, &failed, "failed", "failed", None)
+                        .map_err(ApiError::from)
+                })
+                .await?;
+            Err(twilio_error(&err).with("run_id", json!(run_id)))
+        }
+        Dialed::Unknown(err) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "PROVIDER_ERROR",
+            format!("The telephony provider (twilio) {err}; the call may still have been placed: the run shows the outcome once Twilio has been asked"),
+        )
+        .with("provider", json!("twilio"))
+        .with("run_id", json!(run_id))),
+    }
 }

@@ -123,7 +123,7 @@ fn concurrent_limit(conn: &rusqlite::Connection, user_id: &str) -> Result<(), Ap
 /// The tenant's agent (404 otherwise) when the month's tokens are not
 /// spent (402) and the plan's concurrent calls are not all in use (409):
 /// what starting any call needs.
-pub(super) fn startable_agent(
+pub(crate) fn startable_agent(
     conn: &rusqlite::Connection,
     user_id: &str,
     agent_id: &str,

@@ -211,6 +211,117 @@ pub fn now(conn: &Connection) -> rusqlite::Result<String> {
     })
 }
 
+/// Records which Twilio account places a phone run's call (and the
+/// campaign it belongs to), in the transaction that inserts the run.
+pub fn set_twilio_account(
+    conn: &Connection,
+    run_id: &str,
+    campaign_id: Option<&str>,
+    account_sid: &str,
+    source: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET twilio_account_sid = ?2, twilio_key_source = ?3,
+                campaign_id = coalesce(?4, campaign_id)
+         WHERE id = ?1",
+        params![run_id, account_sid, source, campaign_id],
+    )?;
+    Ok(())
+}
+
+/// Stores Twilio's id of a run's call, once known.
+pub fn set_call_sid(conn: &Connection, run_id: &str, call_sid: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET call_sid = ?2,
+                last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1 AND call_sid IS NULL",
+        params![run_id, call_sid],
+    )?;
+    Ok(())
+}
+
+/// A phone run in progress, as reconciling it with Twilio needs it.
+#[derive(Debug, Clone)]
+pub struct LivePhoneRun {
+    pub id: String,
+    pub owner: String,
+    pub call_sid: Option<String>,
+    pub phone_number: Option<String>,
+    pub created_at: String,
+    pub account_sid: Option<String>,
+    pub key_source: Option<String>,
+}
+
+/// Phone runs in progress. With `stale` = `(unplaced_secs, quiet_secs)`,
+/// only those whose call SID is still unknown `unplaced_secs` after they
+/// were created, and those with a SID quiet for `quiet_secs`; `None`: all
+/// of them (at start, when no request of this process can be under way).
+pub fn live_phone_runs(
+    conn: &Connection,
+    stale: Option<(u64, u64)>,
+) -> rusqlite::Result<Vec<LivePhoneRun>> {
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    let (unplaced, quiet) = match stale {
+        Some((u, q)) => (Some(secs(u)), Some(secs(q))),
+        None => (None, None),
+    };
+    conn.prepare_cached(
+        "SELECT r.id, a.user_id, r.call_sid, r.phone_number, r.created_at,
+                r.twilio_account_sid, r.twilio_key_source
+         FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+         WHERE r.status = 'in_progress' AND r.type = 'PHONE_CALL'
+           AND (?1 IS NULL
+                OR (r.call_sid IS NULL
+                    AND (julianday('now') - julianday(r.created_at)) * 86400 >= ?1)
+                OR (r.call_sid IS NOT NULL
+                    AND (julianday('now') - julianday(coalesce(r.last_activity_at, r.created_at))) * 86400 >= ?2))
+         ORDER BY r.created_at, r.rowid",
+    )?
+    .query_map(params![unplaced, quiet], |r| {
+        Ok(LivePhoneRun {
+            id: r.get(0)?,
+            owner: r.get(1)?,
+            call_sid: r.get(2)?,
+            phone_number: r.get(3)?,
+            created_at: r.get(4)?,
+            account_sid: r.get(5)?,
+            key_source: r.get(6)?,
+        })
+    })?
+    .collect()
+}
+
+/// A phone run's call SID and the Twilio account that placed it (SID and
+/// whose credentials).
+pub fn twilio_facts(
+    conn: &Connection,
+    run_id: &str,
+) -> rusqlite::Result<(Option<String>, Option<String>, Option<String>)> {
+    conn.query_row(
+        "SELECT call_sid, twilio_account_sid, twilio_key_source FROM agent_runs WHERE id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+}
+
+/// Whether some run already holds `call_sid`.
+pub fn call_sid_taken(conn: &Connection, call_sid: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM agent_runs WHERE call_sid = ?1)",
+        [call_sid],
+        |r| r.get(0),
+    )
+}
+
+/// Marks a run active now (the periodic look-up found its call still live).
+pub fn touch(conn: &Connection, run_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+        [run_id],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ pub fn close_idle_runs(conn: &Connection, idle_secs: u64) -> rusqlite::Result<us
              duration_seconds = max(0, CAST(round(
                  (julianday(coalesce(last_activity_at, created_at)) - julianday(created_at)) * 86400000
                  ) AS INTEGER) / 1000)
-         WHERE status = 'in_progress'
+         WHERE status = 'in_progress' AND type = 'WEB_CALL'
            AND (julianday('now') - julianday(coalesce(last_activity_at, created_at))) * 86400 >= ?1",
         rusqlite::params![idle, ABANDONED],
     )

@@ -13,10 +13,10 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm};
-use super::phone::hook_url;
+use super::phone::{hook_url, run_credentials};
+use super::reconcile;
 use super::routes::{greeting, MAX_TURNS};
 use super::store::{self, OwnedRun, Turn};
-use crate::api_keys::{self, Provider};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::providers::twilio;
@@ -111,6 +111,10 @@ fn fault(err: ApiError) -> Response {
 struct Hook {
     run_id: String,
     owner: String,
+    /// The SID of the run's call as stored, and the account that placed it
+    /// (SID, auth token), whose token the signature was checked with.
+    call_sid: Option<String>,
+    account: (String, String),
     found: OwnedRun,
     params: Vec<(String, String)>,
     public: String,
@@ -188,8 +192,21 @@ impl FromRequest<AppState> for Hook {
             tracing::warn!("a Twilio webhook arrived, but VOXFLOW_PUBLIC_URL is not set");
             return Err(forbidden());
         };
-        let token = match api_keys::resolve(state, &owner, Provider::Twilio).await {
-            Ok(Some(key)) => key.secret,
+        let facts = {
+            let run_id = run_id.clone();
+            state
+                .db
+                .read(move |c| store::twilio_facts(c, &run_id).map_err(ApiError::from))
+                .await
+                .map_err(fault)?
+        };
+        let (call_sid, account_sid, key_source) = facts;
+        // The credentials that placed the call, not whatever the tenant
+        // has saved since.
+        let creds =
+            run_credentials(state, &owner, account_sid.as_deref(), key_source.as_deref()).await;
+        let (account_sid, token) = match creds {
+            Ok(Some((sid, token, _))) => (sid, token),
             Ok(None) => return Err(forbidden()),
             Err(err) => {
                 tracing::warn!(error = %err, "no Twilio token to check a webhook with");
@@ -207,6 +224,8 @@ impl FromRequest<AppState> for Hook {
         Ok(Hook {
             run_id,
             owner,
+            call_sid,
+            account: (account_sid, token),
             found,
             params,
             public,
@@ -382,7 +401,7 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
 
 /// Twilio's final `CallStatus` → the run's status and disposition; `None`
 /// for a call still under way (queued, ringing, in-progress).
-fn outcome(call_status: &str) -> Option<(&'static str, &'static str)> {
+pub(super) fn outcome(call_status: &str) -> Option<(&'static str, &'static str)> {
     match call_status {
         "completed" => Some(("completed", "user_hangup")),
         "busy" => Some(("failed", "busy")),
@@ -392,36 +411,77 @@ fn outcome(call_status: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// The call ended: the run is closed with Twilio's duration. Only a run in
-/// progress changes, so a repeated callback (Twilio retries) counts once.
+/// The call ended: the run is closed with the duration and status that
+/// Twilio's REST API gives for the call, not the callback's own figures
+/// (signed with the tenant's token, so the tenant could write them); those
+/// count only when Twilio cannot be asked, and that is logged. A callback
+/// for another call than the run's is a 409 and changes nothing. Only a run
+/// in progress changes, so a repeated callback (Twilio retries) counts once.
 async fn on_status(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
-    let Some((status, disposition)) = hook.param("CallStatus").and_then(outcome) else {
+    let Some(claimed) = hook.param("CallStatus").and_then(outcome) else {
         touch_run(&state, &hook.run_id).await?;
         return Ok(twiml(""));
     };
-    // A duration Twilio did not give, or gave garbled, is 0: the call is
-    // still closed, at no cost.
-    let duration = hook
-        .param("CallDuration")
-        .and_then(|d| d.parse::<u32>().ok())
-        .map_or(0, i64::from);
+    let Some(call_sid) = hook.param("CallSid").map(str::to_string) else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "CallSid is required"));
+    };
+    if hook
+        .call_sid
+        .as_deref()
+        .is_some_and(|known| known != call_sid)
+        || !twilio::is_call_sid(&call_sid)
+    {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            "CallSid is not this run's call",
+        ));
+    }
+    if !hook.in_progress() {
+        return Ok(twiml(""));
+    }
+    let account = twilio::Account {
+        base_url: &state.config.twilio_base_url,
+        sid: &hook.account.0,
+        token: &hook.account.1,
+    };
+    let timeout = std::time::Duration::from_secs(state.config.provider_timeout_secs);
+    let looked_up = twilio::fetch_call(&state.http_client, &account, &call_sid, timeout).await;
     let run_id = hook.run_id.clone();
+    let known = hook.call_sid.is_some();
+    let (status, disposition, duration) = match looked_up {
+        Ok(call) if call.to.as_deref() != hook.found.run.phone_number.as_deref() => {
+            tracing::warn!(run_id = %run_id, "a status callback named a call to another number");
+            return Err(refuse(
+                StatusCode::CONFLICT,
+                "CallSid is not this run's call",
+            ));
+        }
+        Ok(call) => match outcome(&call.status) {
+            Some((status, disposition)) => (status, disposition, call.duration),
+            None => {
+                // Twilio itself says the call goes on: the callback is
+                // early or not Twilio's; the periodic look-up ends the run.
+                tracing::warn!(run_id = %run_id, "a final status callback for a call Twilio still reports live");
+                return Ok(twiml(""));
+            }
+        },
+        Err(err) => {
+            let duration = hook
+                .param("CallDuration")
+                .and_then(|d| d.parse::<u32>().ok());
+            tracing::warn!(run_id = %run_id, error = %err, ?duration, "Twilio could not be asked for a call's duration; billing the callback's figure");
+            (claimed.0, claimed.1, duration)
+        }
+    };
     state
         .db
         .write(move |c| {
-            // Setting the status in an UPDATE fires the triggers: tokens,
-            // the agent's total_runs, the daily usage.
-            c.execute(
-                "UPDATE agent_runs
-                 SET duration_seconds = ?2,
-                     disposition = coalesce(disposition, ?3),
-                     completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                     last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                     status = ?4
-                 WHERE id = ?1 AND status = 'in_progress'",
-                params![run_id, duration, disposition, status],
-            )
-            .map_err(ApiError::from)
+            if !known {
+                // The callback came before Twilio's answer to placing the
+                // call was stored: the SID is the call Twilio confirmed.
+                store::set_call_sid(c, &run_id, &call_sid)?;
+            }
+            reconcile::close(c, &run_id, status, disposition, duration).map_err(ApiError::from)
         })
         .await
         .map_err(fault)?;

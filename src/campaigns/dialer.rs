@@ -1,164 +1,282 @@
-//! The background task that calls the contacts of running campaigns: one
-//! call at a time per campaign, through the phone-call code, until no
-//! contact is pending.
+//! The background task that calls the contacts of running campaigns. Its
+//! state is the database: each call starts with one writer transaction
+//! that claims the contact (`dialing`, its attempt number) and inserts the
+//! run, then Twilio is asked with an idempotency token of the contact and
+//! attempt, then the call's SID is stored. A crash anywhere in between
+//! leaves a run without a SID, which `calls::reconcile` looks up by number
+//! before the contact can be dialled again: nobody is called twice. The
+//! call's end sets the contact's outcome (the `campaign_contact_outcome`
+//! trigger): reached, retried after the campaign's delay, or failed.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::TransactionBehavior;
+use tokio::sync::Notify;
 
-use crate::calls::phone::{phone_setup, place_call};
-use crate::db::DbError;
+use super::store::{self, Claim, Claimed, Running};
+use crate::calls::phone::{dial, phone_setup, twilio_error, Dialed, PhoneSetup};
+use crate::calls::reconcile::{self, NOT_PLACED};
 use crate::http::error::ApiError;
 use crate::http::extract::ClientInfo;
 use crate::http::AppState;
-use crate::tiers;
+use crate::providers::twilio::CallError;
 
 /// How often running campaigns are looked at.
-const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(250);
+/// How long an account's calls wait after Twilio could not be reached or
+/// asked us to slow down, so an outage is not hammered.
+const BACKOFF: Duration = Duration::from_secs(30);
 
-/// A running campaign whose previous call has ended.
-struct Due {
-    campaign_id: String,
-    user_id: String,
-    agent_id: String,
-    tier: String,
+/// The Twilio requests the dialer has under way, by campaign and owner, so
+/// that a pause, a stop or a deactivation can wait for them: once it has
+/// answered, no request of that campaign (or tenant) reaches Twilio.
+#[derive(Default)]
+pub struct InFlight {
+    calls: Mutex<Vec<(String, String)>>,
+    settled: Notify,
+}
+
+impl InFlight {
+    fn add(&self, claim: &Claim) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((claim.campaign_id.clone(), claim.user_id.clone()));
+        }
+    }
+
+    fn remove(&self, claim: &Claim) {
+        if let Ok(mut calls) = self.calls.lock() {
+            if let Some(at) = calls
+                .iter()
+                .position(|(c, u)| *c == claim.campaign_id && *u == claim.user_id)
+            {
+                calls.swap_remove(at);
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    fn any(&self, matches: &dyn Fn(&(String, String)) -> bool) -> bool {
+        self.calls
+            .lock()
+            .map(|calls| calls.iter().any(matches))
+            .unwrap_or(false)
+    }
+
+    /// Waits (at most `limit`) until no request matching is under way.
+    async fn wait_until_none(&self, limit: Duration, matches: impl Fn(&(String, String)) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.settled.notified();
+            if !self.any(&matches) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Until the campaign's requests under way have been answered.
+    pub async fn settle_campaign(&self, campaign_id: &str, limit: Duration) {
+        self.wait_until_none(limit, |(c, _)| c == campaign_id).await;
+    }
+
+    /// Until the tenant's requests under way have been answered.
+    pub async fn settle_user(&self, user_id: &str, limit: Duration) {
+        self.wait_until_none(limit, |(_, u)| u == user_id).await;
+    }
+}
+
+/// How long a pause or a deactivation may wait for requests under way: a
+/// Twilio request ends within the provider time-out.
+pub fn settle_limit(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.provider_timeout_secs + 1)
+}
+
+/// When each Twilio account may place its next call: at most one per
+/// `interval` (VOXFLOW_DIAL_INTERVAL_MS), later after an outage.
+#[derive(Default)]
+struct Pacer {
+    next: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    fn ready(&self, account: &str) -> bool {
+        self.next
+            .lock()
+            .map(|m| m.get(account).is_none_or(|t| Instant::now() >= *t))
+            .unwrap_or(false)
+    }
+
+    fn hold(&self, account: &str, for_: Duration) {
+        if let Ok(mut m) = self.next.lock() {
+            let until = Instant::now() + for_;
+            let entry = m.entry(account.to_string()).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+    }
 }
 
 /// Runs until the server stops (the caller aborts it).
 pub async fn run_periodically(state: AppState) {
+    let pacer = Arc::new(Pacer::default());
     let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(e) = dial_once(&state).await {
+        if let Err(e) = dial_once(&state, &pacer).await {
             tracing::warn!(error = %e, "campaign dialer");
         }
     }
 }
 
-/// One pass: for each running campaign without a call in progress, calls
-/// its next pending contact, or completes it when none is left.
-async fn dial_once(state: &AppState) -> Result<(), ApiError> {
-    let due = state
+fn dialer_client() -> ClientInfo {
+    ClientInfo {
+        ip: "unknown".into(),
+        user_agent: Some("VoxFlow campaign dialer".into()),
+    }
+}
+
+/// One pass: each running campaign whose Twilio account may call now
+/// claims its next contact, and the call is placed in a task of its own.
+async fn dial_once(state: &AppState, pacer: &Arc<Pacer>) -> Result<(), ApiError> {
+    let running = state
         .db
-        .read(|c| {
-            c.prepare(
-                "SELECT c.id, c.user_id, c.agent_id, u.subscription_tier
-                 FROM campaigns c JOIN users u ON u.id = c.user_id
-                 WHERE c.state = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM agent_runs r
-                                   WHERE r.campaign_id = c.id AND r.status = 'in_progress')
-                 ORDER BY c.created_at",
-            )?
-            .query_map([], |r| {
-                Ok(Due {
-                    campaign_id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    agent_id: r.get(2)?,
-                    tier: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DbError::from)
-        })
+        .read(|c| store::running_campaigns(c).map_err(ApiError::from))
         .await?;
-    for campaign in due {
-        dial_next(state, &campaign).await?;
+    let mut setups: HashMap<String, Option<Arc<PhoneSetup>>> = HashMap::new();
+    for Running {
+        campaign_id,
+        user_id,
+    } in running
+    {
+        if !setups.contains_key(&user_id) {
+            let setup = match phone_setup(state, &user_id).await {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    // Deleted Twilio credentials, no public URL: paused
+                    // rather than burning through the list; resuming tells
+                    // the tenant why.
+                    tracing::warn!(campaign_id = %campaign_id, error = %e, "campaign paused: it can no longer place calls");
+                    let reason = e.message.clone();
+                    let id = campaign_id.clone();
+                    state
+                        .db
+                        .write(move |c| {
+                            store::pause_running(c, &id, &reason).map_err(ApiError::from)
+                        })
+                        .await?;
+                    None
+                }
+            };
+            setups.insert(user_id.clone(), setup);
+        }
+        let Some(Some(setup)) = setups.get(&user_id).cloned() else {
+            continue;
+        };
+        if !pacer.ready(&setup.account_sid) {
+            continue;
+        }
+        let claimed = {
+            let (setup, id) = (setup.clone(), campaign_id.clone());
+            state
+                .db
+                .write(move |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let claimed = store::claim_next(
+                        &tx,
+                        &id,
+                        &setup,
+                        &dialer_client(),
+                        jiff::Timestamp::now(),
+                    )?;
+                    tx.commit()?;
+                    Ok::<_, ApiError>(claimed)
+                })
+                .await?
+        };
+        match claimed {
+            Claimed::Call(claim) => {
+                pacer.hold(&setup.account_sid, state.config.dial_interval());
+                state.dialing.add(&claim);
+                let (state, pacer) = (state.clone(), pacer.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = place(&state, &setup, &claim, &pacer).await {
+                        tracing::warn!(run_id = %claim.run_id, error = %e, "a campaign call");
+                    }
+                    state.dialing.remove(&claim);
+                });
+            }
+            Claimed::Paused(reason) => {
+                tracing::info!(campaign_id = %campaign_id, %reason, "campaign paused");
+            }
+            Claimed::Completed => {
+                tracing::info!(campaign_id = %campaign_id, "campaign completed");
+            }
+            Claimed::Nothing => {}
+        }
     }
     Ok(())
 }
 
-/// Sets a running campaign's state (a pause or a completion the dialer
-/// decides), leaving it alone if the tenant moved it meanwhile.
-async fn leave_running(
+/// Places a claimed contact's call and settles what Twilio's answer means.
+async fn place(
     state: &AppState,
-    campaign_id: &str,
-    to: &'static str,
+    setup: &PhoneSetup,
+    claim: &Claim,
+    pacer: &Pacer,
 ) -> Result<(), ApiError> {
-    let id = campaign_id.to_string();
-    state
-        .db
-        .write(move |c| {
-            c.execute(
-                "UPDATE campaigns SET state = ?2 WHERE id = ?1 AND state = 'running'",
-                params![id, to],
-            )
-            .map_err(DbError::from)
-        })
-        .await?;
-    Ok(())
-}
-
-async fn dial_next(state: &AppState, campaign: &Due) -> Result<(), ApiError> {
-    let id = campaign.campaign_id.clone();
-    let next: Option<(String, String)> = state
-        .db
-        .read(move |c| {
-            c.query_row(
-                "SELECT id, phone_number FROM campaign_contacts
-                 WHERE campaign_id = ?1 AND status = 'pending' ORDER BY rowid LIMIT 1",
-                [&id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(DbError::from)
-        })
-        .await?;
-    let Some((contact_id, number)) = next else {
-        return leave_running(state, &campaign.campaign_id, "completed").await;
-    };
-    // What starting checked may have changed since (a downgrade, deleted
-    // Twilio credentials): the campaign is paused rather than burning
-    // through its list, and resuming tells the tenant why.
-    let phone_allowed = tiers::tier(&campaign.tier).is_some_and(|t| t.phone_calls);
-    let setup = match phone_setup(state, &campaign.user_id).await {
-        Ok(setup) if phone_allowed => setup,
-        Ok(_) | Err(_) => {
-            tracing::warn!(campaign_id = %campaign.campaign_id, "campaign paused: it can no longer place calls");
-            return leave_running(state, &campaign.campaign_id, "paused").await;
-        }
-    };
-    let client = ClientInfo {
-        ip: "unknown".into(),
-        user_agent: Some("VoxFlow campaign dialer".into()),
-    };
-    let placed = place_call(
+    let dialed = dial(
         state,
-        &setup,
-        &campaign.user_id,
-        &campaign.agent_id,
-        &number,
-        Some(&campaign.campaign_id),
-        &client,
+        setup,
+        &claim.user_id,
+        &claim.run_id,
+        &claim.phone_number,
+        &claim.attempt_key(),
     )
-    .await;
-    let (status, run_id) = match placed {
-        Ok(p) => ("called", Some(p.run_id)),
-        // The tenant's plan has all its calls in use (other campaigns, web
-        // calls): the contact stays pending for a later round.
-        Err(e) if e.code == "CONCURRENT_CALL_LIMIT" => return Ok(()),
-        Err(e) if e.status == axum::http::StatusCode::PAYMENT_REQUIRED => {
-            tracing::info!(campaign_id = %campaign.campaign_id, "campaign paused: the month's tokens are spent");
-            return leave_running(state, &campaign.campaign_id, "paused").await;
-        }
-        Err(e) => {
-            tracing::warn!(campaign_id = %campaign.campaign_id, error = %e, "a campaign call failed");
-            let run_id = e
-                .extra
-                .get("run_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            ("failed", run_id)
-        }
+    .await?;
+    let err = match dialed {
+        Dialed::Placed(_) | Dialed::Unknown(_) => return Ok(()),
+        Dialed::NotPlaced(err) => err,
     };
-    state
-        .db
-        .write(move |c| {
-            c.execute(
-                "UPDATE campaign_contacts SET status = ?2, agent_run_id = ?3 WHERE id = ?1",
-                params![contact_id, status, run_id],
-            )
-            .map_err(DbError::from)
-        })
-        .await?;
+    let (run_id, campaign_id) = (claim.run_id.clone(), claim.campaign_id.clone());
+    let reason = twilio_error(&err).message;
+    match err {
+        // Bad credentials: nothing will work until the tenant fixes them.
+        CallError::Refused {
+            status: 401 | 403, ..
+        } => {
+            state
+                .db
+                .write(move |c| {
+                    reconcile::close(c, &run_id, "failed", NOT_PLACED, None)?;
+                    store::pause_running(c, &campaign_id, &reason).map_err(ApiError::from)
+                })
+                .await?;
+        }
+        // An outage or a rate limit: the contact waits, uncounted, and the
+        // account slows down.
+        CallError::Unreachable | CallError::Refused { status: 429, .. } => {
+            pacer.hold(&setup.account_sid, BACKOFF);
+            state
+                .db
+                .write(move |c| {
+                    reconcile::close(c, &run_id, "failed", NOT_PLACED, None).map_err(ApiError::from)
+                })
+                .await?;
+        }
+        // Twilio refused this number (21211 and the like): an attempt that
+        // failed, retried while retries are left.
+        _ => {
+            state
+                .db
+                .write(move |c| {
+                    reconcile::close(c, &run_id, "failed", "failed", None).map_err(ApiError::from)
+                })
+                .await?;
+        }
+    }
     Ok(())
 }

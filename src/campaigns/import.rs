@@ -17,6 +17,7 @@ const MAX_NAME_CHARS: usize = 100;
 const PHONE_HEADERS: [&str; 2] = ["phone_number", "phone"];
 const FIRST_HEADERS: [&str; 3] = ["first_name", "first", "firstname"];
 const LAST_HEADERS: [&str; 3] = ["last_name", "last", "lastname"];
+const TIMEZONE_HEADERS: [&str; 3] = ["timezone", "time_zone", "tz"];
 
 /// One contact to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct Contact {
     pub phone_number: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// An IANA zone for the calling window (the CSV's `timezone` column).
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -103,6 +106,21 @@ fn name_cell(
     Ok(Some(text.to_string()))
 }
 
+/// A time zone cell: empty meaning none (the number's country decides),
+/// else a zone this server knows (`Europe/Berlin`).
+fn zone_cell(record: &csv::StringRecord, at: Option<usize>) -> Result<Option<String>, String> {
+    let Some(text) = at.and_then(|i| record.get(i)).map(str::trim) else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 64 || !super::window::is_known_zone(text) {
+        return Err("timezone is not a known IANA time zone (e.g. Europe/Berlin)".into());
+    }
+    Ok(Some(text.to_string()))
+}
+
 /// Reads a whole CSV file. Cells are kept as text, whatever they look like
 /// (a leading `=` is a name, not a formula: nothing here evaluates it).
 pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
@@ -121,9 +139,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
     };
     let headers: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
     let phone = column(&headers, &PHONE_HEADERS).ok_or(FileError::NoPhoneColumn)?;
-    let (first, last) = (
+    let (first, last, zone) = (
         column(&headers, &FIRST_HEADERS),
         column(&headers, &LAST_HEADERS),
+        column(&headers, &TIMEZONE_HEADERS),
     );
 
     let mut parsed = Parsed::default();
@@ -160,6 +179,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
                 phone_number,
                 first_name: name_cell(&record, first, "first name")?,
                 last_name: name_cell(&record, last, "last name")?,
+                timezone: zone_cell(&record, zone)?,
             })
         });
         match contact {
@@ -212,5 +232,12 @@ mod tests {
         assert_eq!(p.invalid.iter().map(|r| r.row).collect::<Vec<_>>(), [3, 6]);
         assert_eq!(parse(b"name\nx\n").unwrap_err(), FileError::NoPhoneColumn);
         assert_eq!(parse(b"phone\n\xff\n").unwrap_err(), FileError::NotUtf8);
+        let p = parse(
+            b"phone,timezone\n+14155550100,Asia/Tokyo\n+14155550101,\n+14155550102,Mars/Base\n",
+        )
+        .unwrap();
+        assert_eq!(p.contacts[0].timezone.as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(p.contacts[1].timezone, None);
+        assert_eq!(p.invalid[0].row, 4);
     }
 }

@@ -8,16 +8,19 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Router};
-use rusqlite::{params, Connection, TransactionBehavior};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, TransactionBehavior};
+use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::dialer::settle_limit;
 use super::import::{self, FileError, Parsed, MAX_FILE_BYTES};
-use super::{
-    campaign_from_row, owned_campaign, Campaign, CAMPAIGN_COLUMNS, CAMPAIGN_FROM, CONTACT_STATUSES,
-    STATES,
+use super::store::{
+    self, campaign_from_row, contact_from_row, owned_campaign, Campaign, Settings,
+    CAMPAIGN_COLUMNS, CAMPAIGN_FROM, CONTACT_COLUMNS,
 };
+use super::window::Clock;
+use super::{CONTACT_STATUSES, STATES};
 use crate::admin::audit::{self, Entry};
 use crate::agents::owned_agent;
 use crate::auth::extract::CurrentUser;
@@ -90,7 +93,18 @@ struct Upload {
     name: Option<String>,
     agent_id: Option<String>,
     file: Option<axum::body::Bytes>,
+    /// The dialing settings, as sent (`max_retries`, …).
+    settings: Vec<(String, String)>,
 }
+
+/// The optional multipart fields that set how the campaign dials.
+const SETTING_FIELDS: [&str; 5] = [
+    "max_retries",
+    "retry_delay_seconds",
+    "min_talk_seconds",
+    "window_start",
+    "window_end",
+];
 
 async fn read_upload(
     headers: &HeaderMap,
@@ -121,6 +135,11 @@ async fn read_upload(
                 upload.agent_id = Some(field.text().await.map_err(multipart_error)?)
             }
             Some("file") => upload.file = Some(field.bytes().await.map_err(multipart_error)?),
+            Some(name) if SETTING_FIELDS.contains(&name) => {
+                let name = name.to_string();
+                let value = field.text().await.map_err(multipart_error)?;
+                upload.settings.push((name, value));
+            }
             // Other fields (a client's extras) are skipped, as JSON bodies' are.
             _ => {}
         }
@@ -145,6 +164,68 @@ fn check_name(raw: Option<&str>) -> Result<String, FieldError> {
         return Err(bad("must not contain control characters"));
     }
     Ok(name.to_string())
+}
+
+/// The dialing settings from the upload's fields, each within its bounds;
+/// a field left out (or blank) keeps its default.
+fn check_settings(fields: &[(String, String)]) -> Result<Settings, Vec<FieldError>> {
+    let mut settings = Settings::default();
+    let mut errors = Vec::new();
+    let bad = |field: &str, message: String| FieldError {
+        field: field.into(),
+        message,
+    };
+    for (name, raw) in fields {
+        let value = raw.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let number = |lo: i64, hi: i64| {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or_else(|| bad(name, format!("must be a whole number from {lo} to {hi}")))
+        };
+        let clock = || {
+            Clock::parse(value)
+                .map(|_| value.to_string())
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        "must be a time of day as HH:MM (00:00 to 23:59)".into(),
+                    )
+                })
+        };
+        let set = match name.as_str() {
+            "max_retries" => number(0, 10).map(|n| settings.max_retries = n),
+            "retry_delay_seconds" => {
+                number(1, 7 * 86_400).map(|n| settings.retry_delay_seconds = n)
+            }
+            "min_talk_seconds" => number(0, 3_600).map(|n| settings.min_talk_seconds = n),
+            "window_start" => clock().map(|t| settings.window_start = Some(t)),
+            _ => clock().map(|t| settings.window_end = Some(t)),
+        };
+        if let Err(e) = set {
+            errors.push(e);
+        }
+    }
+    match (&settings.window_start, &settings.window_end) {
+        (Some(a), Some(b)) if a == b => errors.push(bad(
+            "window_end",
+            "must differ from window_start (the window would be empty)".into(),
+        )),
+        (Some(_), None) | (None, Some(_)) => errors.push(bad(
+            "window_end",
+            "window_start and window_end go together".into(),
+        )),
+        _ => {}
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(errors)
+    }
 }
 
 fn file_error(err: FileError) -> ApiError {
@@ -184,6 +265,9 @@ async fn create_campaign(
     let agent_id = body_id("agent_id", upload.agent_id.as_deref())
         .map_err(|e| errors.extend(e.errors))
         .ok();
+    let settings = check_settings(&upload.settings)
+        .map_err(|e| errors.extend(e))
+        .ok();
     let file = match upload.file {
         None => {
             errors.push(FieldError {
@@ -195,7 +279,8 @@ async fn create_campaign(
         Some(f) if f.len() > MAX_FILE_BYTES => return Err(too_large()),
         Some(f) => Some(f),
     };
-    let (Some(name), Some(agent_id), Some(file)) = (name, agent_id, file) else {
+    let (Some(name), Some(agent_id), Some(file), Some(settings)) = (name, agent_id, file, settings)
+    else {
         return Err(ApiError::fields(errors));
     };
     let user_id = current.user.id;
@@ -229,21 +314,14 @@ async fn create_campaign(
             if owned_agent(&tx, &user_id, &agent_id)?.is_none() {
                 return Err(ApiError::not_found("Agent"));
             }
-            let id: String = tx.query_row(
-                "INSERT INTO campaigns (user_id, name, agent_id, source_type)
-                 VALUES (?1, ?2, ?3, 'csv') RETURNING id",
-                params![user_id, name, agent_id],
-                |r| r.get(0),
+            let id = store::insert_campaign(
+                &tx,
+                &user_id,
+                &name,
+                &agent_id,
+                &settings,
+                &parsed.contacts,
             )?;
-            {
-                let mut insert = tx.prepare(
-                    "INSERT INTO campaign_contacts (campaign_id, phone_number, first_name, last_name)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for k in &parsed.contacts {
-                    insert.execute(params![id, k.phone_number, k.first_name, k.last_name])?;
-                }
-            }
             audit::record(
                 &tx,
                 &Entry {
@@ -342,17 +420,6 @@ struct ContactsQuery {
     status: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ContactRow {
-    id: String,
-    phone_number: String,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    status: String,
-    agent_run_id: Option<String>,
-    created_at: String,
-}
-
 async fn list_contacts(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -363,7 +430,15 @@ async fn list_contacts(
     let id = id.to_string();
     let mut filter = SqlFilter::default();
     filter.add("k.campaign_id = ?", id.clone());
-    filter.one_of("status", &q.status, &CONTACT_STATUSES, "k.status")?;
+    // `called`, the first edition's name, asks for the contacts reached.
+    let status = q.status.map(|s| {
+        if s.trim() == "called" {
+            "reached".to_string()
+        } else {
+            s
+        }
+    });
+    filter.one_of("status", &status, &CONTACT_STATUSES, "k.status")?;
     let user_id = current.user.id;
     let (contacts, total) = state
         .db
@@ -372,21 +447,11 @@ async fn list_contacts(
             Ok::<_, ApiError>(filter.page_of(
                 c,
                 "campaign_contacts k",
-                "k.id, k.phone_number, k.first_name, k.last_name, k.status, k.agent_run_id, k.created_at",
+                CONTACT_COLUMNS,
                 // The order of the file.
                 "k.rowid",
                 page,
-                |r| {
-                    Ok(ContactRow {
-                        id: r.get(0)?,
-                        phone_number: r.get(1)?,
-                        first_name: r.get(2)?,
-                        last_name: r.get(3)?,
-                        status: r.get(4)?,
-                        agent_run_id: r.get(5)?,
-                        created_at: r.get(6)?,
-                    })
-                },
+                contact_from_row,
             )?)
         })
         .await?;
@@ -430,9 +495,9 @@ impl Transition {
 
     /// The state it leads to: a campaign set running with no contact left
     /// to call has nothing to do and is completed at once.
-    fn to(self, pending: i64) -> &'static str {
+    fn to(self, open: i64) -> &'static str {
         match self {
-            Transition::Start | Transition::Resume if pending == 0 => "completed",
+            Transition::Start | Transition::Resume if open == 0 => "completed",
             Transition::Start | Transition::Resume => "running",
             Transition::Pause => "paused",
             Transition::Stop => "stopped",
@@ -491,6 +556,7 @@ async fn transition(
         plan_llm(&state, &user_id, &config).await?;
         phone_setup(&state, &user_id).await?;
     }
+    let campaign_id = id.clone();
     let updated = state
         .db
         .write(move |c| {
@@ -501,12 +567,8 @@ async fn transition(
             if let Some(refusal) = t.refused(&before) {
                 return Err(refusal);
             }
-            let to = t.to(before.contacts.pending);
-            // This campaign only, by id and owner: no other campaign moves.
-            tx.execute(
-                "UPDATE campaigns SET state = ?3 WHERE id = ?1 AND user_id = ?2",
-                params![id, user_id, to],
-            )?;
+            let to = t.to(before.contacts.open());
+            store::set_state(&tx, &user_id, &id, to)?;
             audit::record(
                 &tx,
                 &Entry {
@@ -524,6 +586,15 @@ async fn transition(
             Ok::<_, ApiError>(after)
         })
         .await?;
+    if !t.dials() {
+        // The dialer claims contacts only while the campaign is running, so
+        // nothing new starts; a call it claimed just before is waited for,
+        // so that once this answers, no call of the campaign reaches Twilio.
+        state
+            .dialing
+            .settle_campaign(&campaign_id, settle_limit(&state))
+            .await;
+    }
     Ok(ok(StatusCode::OK, with_progress(&updated)?))
 }
 
@@ -547,12 +618,7 @@ async fn delete_campaign(
                 )
                 .with("state", json!(campaign.state)));
             }
-            // Its contacts go with it (ON DELETE CASCADE); its runs stay,
-            // unlinked (ON DELETE SET NULL), as the calls did happen.
-            tx.execute(
-                "DELETE FROM campaigns WHERE id = ?1 AND user_id = ?2",
-                params![id, user_id],
-            )?;
+            store::delete_campaign(&tx, &user_id, &id)?;
             audit::record(
                 &tx,
                 &Entry {

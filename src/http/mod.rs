@@ -43,6 +43,8 @@ pub struct AppState {
     pub vault: Arc<crate::crypto::vault::Vault>,
     /// For provider requests (key tests): built once, bounded in time.
     pub http_client: reqwest::Client,
+    /// The campaign dialer's Twilio requests under way.
+    pub dialing: Arc<crate::campaigns::dialer::InFlight>,
 }
 
 pub fn router(state: AppState) -> Router {

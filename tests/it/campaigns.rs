@@ -13,7 +13,7 @@ const BOUNDARY: &str = "----voxflow-test-boundary";
 
 /// A `multipart/form-data` body of `(field, value)` parts; the part named
 /// `file` is sent as a file.
-fn form(parts: &[(&str, &[u8])]) -> Vec<u8> {
+pub fn form_body(parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, value) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
@@ -59,7 +59,7 @@ async fn upload(
     agent: &str,
     csv: &[u8],
 ) -> (StatusCode, Value) {
-    let body = form(&[
+    let body = form_body(&[
         ("name", name.as_bytes()),
         ("agent_id", agent.as_bytes()),
         ("file", csv),
@@ -240,7 +240,7 @@ async fn bad_uploads_are_refused_and_write_nothing() {
         &app,
         &t.token,
         &format!("multipart/form-data; boundary={BOUNDARY}"),
-        form(&[("name", b"Only a name")]),
+        form_body(&[("name", b"Only a name")]),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -399,7 +399,7 @@ async fn every_transition_is_legal_or_a_409_naming_the_state() {
     let c = campaign(&app, &t, &agent, CSV).await;
     db(&app)
         .execute(
-            "UPDATE campaign_contacts SET status = 'called' WHERE campaign_id = ?1",
+            "UPDATE campaign_contacts SET status = 'reached' WHERE campaign_id = ?1",
             [&c],
         )
         .unwrap();
@@ -504,7 +504,7 @@ async fn progress_counts_and_filters() {
     let second = campaign(&app, &t, &other_agent, CSV).await;
     let conn = db(&app);
     conn.execute(
-        "UPDATE campaign_contacts SET status = 'called' WHERE campaign_id = ?1 AND phone_number IN ('+14155550101', '+14155550102')",
+        "UPDATE campaign_contacts SET status = 'reached' WHERE campaign_id = ?1 AND phone_number IN ('+14155550101', '+14155550102')",
         [&id],
     )
     .unwrap();
@@ -585,30 +585,28 @@ async fn wait_for(app: &TestApp, sql: &str, want: i64) {
 }
 
 #[tokio::test]
-async fn running_campaigns_call_their_contacts_one_at_a_time() {
+async fn running_campaigns_call_their_contacts_and_complete() {
     let (app, twilio) = dialing_app().await;
     let (t, agent) = ready_tenant(&app, "dialer@example.com").await;
     let id = campaign(&app, &t, &agent, "phone\n+14155550101\n+14155550102\n").await;
     let (status, body) = act(&app, &t, &id, "start").await;
     assert_eq!(status, 200, "{body}");
-    let called = "SELECT count(*) FROM campaign_contacts WHERE status = 'called' AND agent_run_id IS NOT NULL";
-    wait_for(&app, called, 1).await;
-    // The second waits while the first call is in progress.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(count(&app, called), 1);
+    // The pro plan's five calls at once: both contacts are dialled, one a
+    // second, without waiting for the first call to end.
+    let dialing = "SELECT count(*) FROM campaign_contacts WHERE status = 'dialing' AND agent_run_id IS NOT NULL AND attempts = 1";
+    wait_for(&app, dialing, 2).await;
     let placed = twilio.seen();
-    assert_eq!(placed.len(), 1);
+    assert_eq!(placed.len(), 2);
     assert_eq!(placed[0].field("To"), Some("+14155550101"));
+    assert_eq!(placed[1].field("To"), Some("+14155550102"));
     let run_of_campaign = format!(
         "SELECT count(*) FROM agent_runs WHERE campaign_id = '{id}' AND type = 'PHONE_CALL'"
     );
-    assert_eq!(count(&app, &run_of_campaign), 1);
+    assert_eq!(count(&app, &run_of_campaign), 2);
 
-    // The call ends (as Twilio's status callback would end it): the next.
+    // The calls end (as Twilio's status callback would end them): the
+    // contacts are reached and the campaign is completed.
     let end = "UPDATE agent_runs SET status = 'completed', duration_seconds = 5 WHERE status = 'in_progress'";
-    db(&app).execute(end, []).unwrap();
-    wait_for(&app, called, 2).await;
-    assert_eq!(twilio.seen()[1].field("To"), Some("+14155550102"));
     db(&app).execute(end, []).unwrap();
     wait_for(
         &app,
@@ -617,11 +615,28 @@ async fn running_campaigns_call_their_contacts_one_at_a_time() {
     )
     .await;
     let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
+    assert_eq!(body["data"]["progress"]["reached"], 2, "{body}");
     assert_eq!(body["data"]["progress"]["success_rate"], 100.0);
 
-    // Twilio refusing every call: each contact fails, and the campaign ends.
+    // Twilio refusing every number, with no retries: each contact fails,
+    // and the campaign ends.
     twilio.refuse_with(400);
-    let id = campaign(&app, &t, &agent, "phone\n+14155550103\n+14155550104\n").await;
+    let body = form_body(&[
+        ("name", b"Refused"),
+        ("agent_id", agent.as_bytes()),
+        ("max_retries", b"0"),
+        ("file", b"phone\n+14155550103\n+14155550104\n"),
+    ]);
+    let (status, created) = send(
+        &app,
+        &t.token,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["data"]["settings"]["max_retries"], 0);
+    let id = created["data"]["id"].as_str().unwrap().to_string();
     act(&app, &t, &id, "start").await;
     wait_for(
         &app,
@@ -632,6 +647,78 @@ async fn running_campaigns_call_their_contacts_one_at_a_time() {
     let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
     assert_eq!(body["data"]["progress"]["failed"], 2, "{body}");
     assert_eq!(body["data"]["progress"]["success_rate"], 0.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dialing_settings_are_checked_field_by_field() {
+    let app = TestApp::start().await;
+    let t = tenant(&app, "settings@example.com").await;
+    let agent = create_agent(&app, &t, "Vera").await;
+    for (field, value) in [
+        ("max_retries", "11"),
+        ("max_retries", "two"),
+        ("retry_delay_seconds", "0"),
+        ("min_talk_seconds", "-1"),
+        ("window_start", "25:00"),
+    ] {
+        let body = form_body(&[
+            ("name", b"Settings"),
+            ("agent_id", agent.as_bytes()),
+            (field, value.as_bytes()),
+            ("file", b"phone\n+14155550101\n"),
+        ]);
+        let (status, body) = send(
+            &app,
+            &t.token,
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}={value}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    let body = form_body(&[
+        ("name", b"Window"),
+        ("agent_id", agent.as_bytes()),
+        ("window_start", b"09:00"),
+        ("file", b"phone\n+14155550101\n"),
+    ]);
+    let (status, body) = send(
+        &app,
+        &t.token,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(count(&app, "SELECT count(*) FROM campaigns"), 0);
+    let body = form_body(&[
+        ("name", b"Window"),
+        ("agent_id", agent.as_bytes()),
+        ("window_start", b"09:00"),
+        ("window_end", b"20:00"),
+        ("retry_delay_seconds", b"600"),
+        ("file", b"phone,timezone\n+14155550101,Asia/Tokyo\n"),
+    ]);
+    let (status, body) = send(
+        &app,
+        &t.token,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let s = &body["data"]["settings"];
+    assert_eq!(
+        (
+            s["window_start"].as_str(),
+            s["window_end"].as_str(),
+            s["retry_delay_seconds"].as_i64(),
+            s["max_retries"].as_i64()
+        ),
+        (Some("09:00"), Some("20:00"), Some(600), Some(2))
+    );
     app.stop().await;
 }
 
@@ -670,7 +757,7 @@ async fn a_campaign_waits_while_the_plan_s_calls_are_all_in_use() {
     assert_eq!(status, 200, "{body}");
     wait_for(
         &app,
-        "SELECT count(*) FROM campaign_contacts WHERE status = 'called'",
+        "SELECT count(*) FROM campaign_contacts WHERE status = 'dialing'",
         1,
     )
     .await;
@@ -706,7 +793,7 @@ async fn a_campaign_waits_while_the_plan_s_calls_are_all_in_use() {
     assert_eq!(status, 200);
     wait_for(&app, &pending, 0).await;
     let called = format!(
-        "SELECT count(*) FROM campaign_contacts WHERE campaign_id = '{id2}' AND status = 'called'"
+        "SELECT count(*) FROM campaign_contacts WHERE campaign_id = '{id2}' AND status = 'dialing'"
     );
     assert_eq!(count(&app, &called), 1);
     app.stop().await;

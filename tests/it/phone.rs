@@ -83,7 +83,7 @@ async fn calls_json(
     match s.refuse_with.load(Ordering::SeqCst) {
         0 => (
             StatusCode::CREATED,
-            Json(json!({"sid": "CA00000000000000000000000000000001", "status": "queued"})),
+            Json(json!({"sid": CALL_SID, "status": "queued"})),
         )
             .into_response(),
         code => (
@@ -205,7 +205,11 @@ async fn hook_with(
     (status, ctype, res.text().await.unwrap())
 }
 
-/// A webhook call as Twilio makes it: signed for the public URL.
+/// The SID the stand-in gives every call it places.
+const CALL_SID: &str = "CA00000000000000000000000000000001";
+
+/// A webhook call as Twilio makes it: signed for the public URL, with the
+/// call's SID (as every Twilio webhook carries it).
 async fn hook(
     app: &TestApp,
     kind: &str,
@@ -213,7 +217,11 @@ async fn hook(
     params: &[(&str, &str)],
 ) -> (StatusCode, String, String) {
     let url = format!("{PUBLIC}/api/calls/twilio/{kind}/{run}");
-    hook_with(app, kind, run, params, Some(sign(TOKEN, &url, params))).await
+    let mut params = params.to_vec();
+    if !params.iter().any(|(n, _)| *n == "CallSid") {
+        params.push(("CallSid", CALL_SID));
+    }
+    hook_with(app, kind, run, &params, Some(sign(TOKEN, &url, &params))).await
 }
 
 fn xml_escape(s: &str) -> String {
@@ -591,10 +599,31 @@ async fn twilio_refusing_or_out_of_reach_is_a_502_and_the_run_fails() {
         );
         let run = last_run(&app);
         assert_eq!(body["run_id"], run.as_str());
-        assert_eq!(
-            run_state(&db(&app), &run),
-            ("failed".into(), Some("failed".into()))
-        );
+        if code == 400 {
+            // A refusal placed nothing: closed at once, at no cost.
+            assert_eq!(
+                run_state(&db(&app), &run),
+                ("failed".into(), Some("failed".into()))
+            );
+        } else {
+            // Twilio failing on its side may still have placed the call:
+            // the run waits for a look-up at Twilio instead of being
+            // closed (and the number dialled again) on a guess.
+            assert_eq!(run_state(&db(&app), &run), ("in_progress".into(), None));
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("may still have been placed"),
+                "{body}"
+            );
+            db(&app)
+                .execute(
+                    "UPDATE agent_runs SET status = 'failed' WHERE id = ?1",
+                    [&run],
+                )
+                .unwrap();
+        }
     }
     app.stop().await;
 

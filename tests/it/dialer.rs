@@ -1,0 +1,668 @@
+//! The campaign dialer and phone runs against the Twilio stand-in, which
+//! speaks Twilio's REST API, lives each call out and sends signed status
+//! callbacks: contact outcomes and retries, the plan's concurrent calls and
+//! Twilio's one call per second, pause and deactivation, and (with the real
+//! binary) kill -9 while Twilio is answering, and live calls across
+//! restarts billed with Twilio's duration.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
+use crate::auth::{call, get, post};
+use crate::campaigns::form_body;
+use crate::common::{spawn_serve, Bin, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::phone::save_twilio;
+use crate::twilio_standin::{Outcome, TwilioStandIn, PUBLIC};
+
+const BOUNDARY: &str = "----voxflow-test-boundary";
+
+async fn dialing_app(twilio: &TwilioStandIn) -> TestApp {
+    let base = twilio.base.clone();
+    let app = TestApp::start_with(move |c| {
+        c.public_url = Some(PUBLIC.into());
+        c.groq_api_key = Some("gsk_server_fallback_key_for_tests".into());
+        c.twilio_base_url = base;
+        c.provider_timeout_secs = 3;
+    })
+    .await;
+    twilio.send_callbacks_to(&app.base);
+    app
+}
+
+async fn pro_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
+    let t = tenant(app, email).await;
+    set_tier(app, &t, "pro");
+    save_twilio(app, &t).await;
+    let agent = create_agent(app, &t, "Dialer").await;
+    (t, agent)
+}
+
+/// Creates a campaign of `numbers` with dialing `settings` (multipart
+/// fields) through `base` and returns its id.
+async fn create_campaign(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    agent: &str,
+    numbers: &[String],
+    settings: &[(&str, &str)],
+) -> String {
+    let csv = format!("phone\n{}\n", numbers.join("\n"));
+    let mut parts: Vec<(&str, &[u8])> = vec![
+        ("name", b"Outbound test"),
+        ("agent_id", agent.as_bytes()),
+        ("file", csv.as_bytes()),
+    ];
+    for (k, v) in settings {
+        parts.push((k, v.as_bytes()));
+    }
+    let res = client
+        .post(format!("{base}/api/campaigns"))
+        .bearer_auth(token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(form_body(&parts))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["data"]["id"].as_str().unwrap().to_string()
+}
+
+async fn act(app: &TestApp, who: &Tenant, id: &str, action: &str) -> (StatusCode, Value) {
+    call(
+        app,
+        Method::POST,
+        &format!("/api/campaigns/{id}/{action}"),
+        Some(&who.token),
+        None,
+    )
+    .await
+}
+
+fn numbers(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+/// Waits until `check` holds, polling every 100 ms, or panics after `limit`.
+async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn campaign_state(app: &TestApp, id: &str) -> String {
+    db(app)
+        .query_row("SELECT state FROM campaigns WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_set_contacts_with_retries_within_the_plan_and_one_call_a_second() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(300)).await;
+    let app = dialing_app(&twilio).await;
+    let (t, agent) = pro_tenant(&app, "outcomes@example.com").await;
+    let to = numbers("+141555502", 20);
+    let talked = Outcome::Completed {
+        wall: Duration::from_secs(5),
+        secs: 30,
+    };
+    let short_talk = Outcome::Completed {
+        wall: Duration::from_millis(500),
+        secs: 20,
+    };
+    for n in &to[0..9] {
+        twilio.script(n, &[talked]);
+    }
+    for n in &to[9..12] {
+        twilio.script(n, &[Outcome::Busy, short_talk]);
+    }
+    for n in &to[12..15] {
+        twilio.script(n, &[Outcome::NoAnswer; 3]);
+    }
+    for n in &to[15..17] {
+        twilio.script(n, &[Outcome::Failed; 3]);
+    }
+    // Two seconds is below the campaign's minimum talk time: not reached.
+    twilio.script(
+        &to[17],
+        &[
+            Outcome::Completed {
+                wall: Duration::from_millis(300),
+                secs: 2,
+            },
+            short_talk,
+        ],
+    );
+    for n in &to[18..20] {
+        twilio.script(n, &[Outcome::Busy, Outcome::NoAnswer, Outcome::Busy]);
+    }
+    let id = create_campaign(
+        &app.client,
+        &app.base,
+        &t.token,
+        &agent,
+        &to,
+        &[
+            ("max_retries", "2"),
+            ("retry_delay_seconds", "1"),
+            ("min_talk_seconds", "5"),
+        ],
+    )
+    .await;
+    let (status, body) = act(&app, &t, &id, "start").await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(150), "the campaign to complete", || {
+        campaign_state(&app, &id) == "completed"
+    })
+    .await;
+
+    let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
+    let p = &body["data"]["progress"];
+    assert_eq!(p["reached"], 13, "{p}");
+    assert_eq!(p["failed"], 7, "{p}");
+    assert_eq!(p["pending"], 0);
+    assert_eq!(p["dialing"], 0);
+    assert_eq!(p["retrying"], 0);
+    assert_eq!(p["success_rate"], 65.0, "{p}");
+
+    let (_, list) = get(
+        &app,
+        &format!("/api/campaigns/{id}/contacts?limit=100"),
+        Some(&t.token),
+    )
+    .await;
+    let contacts = list["data"].as_array().unwrap();
+    let by_number = |n: &str| contacts.iter().find(|c| c["phone_number"] == n).unwrap();
+    for (range, status, attempts, last) in [
+        (0..9, "reached", 1, "user_hangup"),
+        (9..12, "reached", 2, "user_hangup"),
+        (12..15, "failed", 3, "no_answer"),
+        (15..17, "failed", 3, "failed"),
+        (17..18, "reached", 2, "user_hangup"),
+        (18..20, "failed", 3, "busy"),
+    ] {
+        for n in &to[range] {
+            let c = by_number(n);
+            assert_eq!(c["status"], status, "{c}");
+            assert_eq!(c["attempts"], attempts, "{c}");
+            assert_eq!(c["last_disposition"], last, "{c}");
+        }
+    }
+    // Every dial is one call at Twilio: 9 + 6 + 9 + 6 + 2 + 6.
+    let calls = twilio.calls();
+    assert_eq!(calls.len(), 38);
+    // Each attempt had its own idempotency token.
+    let mut tokens: Vec<_> = calls
+        .iter()
+        .map(|c| c.idempotency_token.clone().unwrap())
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 38);
+    // Never more calls at once than the pro plan's five, and at most one
+    // new call a second.
+    assert!(twilio.peak_live() <= 5, "peak {}", twilio.peak_live());
+    assert!(
+        twilio.peak_live() >= 3,
+        "the plan's calls were used: peak {}",
+        twilio.peak_live()
+    );
+    let mut arrivals: Vec<Instant> = calls.iter().map(|c| c.arrived).collect();
+    arrivals.sort();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(950), "two calls {gap:?} apart");
+    }
+    // The reached calls were billed with Twilio's durations.
+    let billed: f64 = db(&app)
+        .query_row(
+            "SELECT sum(groq_tokens) FROM agent_runs WHERE campaign_id = ?1 AND status = 'completed'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // 9 × 30 s + 4 × 20 s + 1 × 2 s: 0.39 × 9 + 0.26 × 4 + 0.03.
+    assert!(
+        (billed - (0.39 * 9.0 + 0.26 * 4.0 + 0.03)).abs() < 1e-9,
+        "{billed}"
+    );
+    app.stop().await;
+}
+
+/// The stand-in's new-call requests for `numbers` that arrived after `t`.
+fn calls_after(twilio: &TwilioStandIn, numbers: &[String], t: Instant) -> usize {
+    twilio
+        .calls()
+        .iter()
+        .filter(|c| numbers.contains(&c.to) && c.arrived > t)
+        .count()
+}
+
+async fn admin_token(app: &TestApp) -> String {
+    let (status, body) = post(
+        app,
+        "/api/auth/login",
+        None,
+        json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_deactivation_stop_the_next_call_and_spare_other_tenants() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
+    let app = dialing_app(&twilio).await;
+    let (a, agent_a) = pro_tenant(&app, "pauser@example.com").await;
+    let (b, agent_b) = pro_tenant(&app, "bystander@example.com").await;
+    let (to_a, to_b) = (numbers("+141555503", 12), numbers("+141555504", 12));
+    let quick = [Outcome::Completed {
+        wall: Duration::from_millis(800),
+        secs: 10,
+    }];
+    for n in to_a.iter().chain(&to_b) {
+        twilio.script(n, &quick);
+    }
+    let camp_a = create_campaign(&app.client, &app.base, &a.token, &agent_a, &to_a, &[]).await;
+    let camp_b = create_campaign(&app.client, &app.base, &b.token, &agent_b, &to_b, &[]).await;
+    act(&app, &a, &camp_a, "start").await;
+    wait_until(Duration::from_secs(20), "two calls of A", || {
+        calls_after(&twilio, &to_a, Instant::now() - Duration::from_secs(3600)) >= 2
+    })
+    .await;
+    let (status, body) = act(&app, &a, &camp_a, "pause").await;
+    let paused_at = Instant::now();
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        calls_after(&twilio, &to_a, paused_at),
+        0,
+        "a call after the pause"
+    );
+
+    // Both campaigns dial; then A's owner is deactivated.
+    act(&app, &a, &camp_a, "resume").await;
+    act(&app, &b, &camp_b, "start").await;
+    let since = Instant::now();
+    wait_until(Duration::from_secs(20), "calls of both", || {
+        calls_after(&twilio, &to_a, since) >= 1 && calls_after(&twilio, &to_b, since) >= 1
+    })
+    .await;
+    let admin = admin_token(&app).await;
+    let (status, body) = post(
+        &app,
+        &format!("/api/admin/users/{}/toggle-status", a.id),
+        Some(&admin),
+        json!({"is_active": false}),
+    )
+    .await;
+    let deactivated_at = Instant::now();
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        calls_after(&twilio, &to_a, deactivated_at),
+        0,
+        "a call after the deactivation"
+    );
+    assert!(
+        calls_after(&twilio, &to_b, deactivated_at) >= 2,
+        "the other tenant's campaign kept dialling"
+    );
+    assert_eq!(campaign_state(&app, &camp_b), "running");
+    app.stop().await;
+}
+
+// ---- the real binary ----
+
+fn bin_envs(twilio: &TwilioStandIn) -> Vec<(&'static str, String)> {
+    vec![
+        ("VOXFLOW_TWILIO_BASE_URL", twilio.base.clone()),
+        ("VOXFLOW_PUBLIC_URL", PUBLIC.to_string()),
+        (
+            "GROQ_API_KEY",
+            "gsk_server_fallback_key_for_tests".to_string(),
+        ),
+        ("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
+        ("VOXFLOW_PROVIDER_TIMEOUT_SECS", "3".to_string()),
+    ]
+}
+
+fn serve(dir: &Path, twilio: &TwilioStandIn) -> Bin {
+    let envs = bin_envs(twilio);
+    let pairs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bin = spawn_serve(dir, &pairs);
+    twilio.send_callbacks_to(&bin.base);
+    bin
+}
+
+fn kill9(bin: &mut Bin) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &bin.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    bin.wait_exit(Duration::from_secs(10));
+}
+
+fn open_db(dir: &Path) -> rusqlite::Connection {
+    voxflow::db::open_connection(&voxflow::config::db_path(dir), false).unwrap()
+}
+
+/// A pro tenant with Twilio and an agent on the binary at `base`:
+/// `(token, agent_id)`.
+async fn bin_tenant(
+    client: &reqwest::Client,
+    base: &str,
+    dir: &Path,
+    email: &str,
+) -> (String, String) {
+    let res: Value = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({"email": email, "password": "Str0ng-Passw0rd"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = res["data"]["token"].as_str().unwrap().to_string();
+    let id = res["data"]["user"]["id"].as_str().unwrap().to_string();
+    open_db(dir)
+        .execute(
+            "UPDATE users SET subscription_tier = 'pro' WHERE id = ?1",
+            [&id],
+        )
+        .unwrap();
+    let saved = client
+        .post(format!("{base}/api/api-keys/twilio"))
+        .bearer_auth(&token)
+        .json(&json!({"account_sid": crate::phone::SID, "auth_token": crate::phone::TOKEN, "phone_number": crate::phone::FROM}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let agent: Value = client
+        .post(format!("{base}/api/agents"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Dialer", "type": "OUTBOUND", "use_case": "reminders", "description": PROMPT}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (token, agent["data"]["id"].as_str().unwrap().to_string())
+}
+
+/// A number from the clock's nanoseconds, for kill moments nobody picked.
+fn jitter(max_ms: u64) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    Duration::from_millis(u64::from(nanos) % max_ms.max(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_twilio_answers_dials_each_contact_exactly_once() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
+    // Twilio creates each call at once but answers only after 600 ms:
+    // the server is killed in between, before it hears the call's SID.
+    twilio.delay_answers(600);
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut bin = serve(dir.path(), &twilio);
+    let (token, agent) = bin_tenant(&client, &bin.base, dir.path(), "kill9@example.com").await;
+    let to = numbers("+141555505", 6);
+    let id = create_campaign(
+        &client,
+        &bin.base,
+        &token,
+        &agent,
+        &to,
+        &[("max_retries", "0")],
+    )
+    .await;
+    let started = client
+        .post(format!("{}/api/campaigns/{id}/start", bin.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+
+    for round in 0..5 {
+        let seen = twilio.calls().len();
+        wait_until(Duration::from_secs(30), "a new call request", || {
+            twilio.calls().len() > seen
+        })
+        .await;
+        tokio::time::sleep(jitter(550)).await;
+        kill9(&mut bin);
+        eprintln!(
+            "round {round}: killed with {} calls placed",
+            twilio.calls().len()
+        );
+        bin = serve(dir.path(), &twilio);
+    }
+    twilio.delay_answers(0);
+    let conn = open_db(dir.path());
+    wait_until(Duration::from_secs(60), "the campaign to complete", || {
+        conn.query_row("SELECT state FROM campaigns WHERE id = ?1", [&id], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap()
+            == "completed"
+    })
+    .await;
+    let calls = twilio.calls();
+    for n in &to {
+        let placed = calls.iter().filter(|c| &c.to == n).count();
+        assert_eq!(placed, 1, "{n} was dialled {placed} times");
+    }
+    let reached: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM campaign_contacts WHERE campaign_id = ?1 AND status = 'reached'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reached, 6);
+    // Each call's run holds its SID, and each was billed once.
+    let billed: i64 = conn
+        .query_row(
+            "SELECT count(DISTINCT call_sid) FROM agent_runs WHERE campaign_id = ?1 AND status = 'completed' AND groq_tokens > 0",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(billed, 6);
+    let usage: i64 = conn
+        .query_row(
+            "SELECT sum(total_calls) FROM user_usage_tracking",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(usage, 6);
+    bin.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_call_survives_restarts_and_is_billed_with_twilio_s_duration() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut bin = serve(dir.path(), &twilio);
+    let (token, agent) = bin_tenant(&client, &bin.base, dir.path(), "live@example.com").await;
+    twilio.script("+14155550600", &[Outcome::Live]);
+    let res: Value = client
+        .post(format!("{}/api/calls/phone/start", bin.base))
+        .bearer_auth(&token)
+        .json(&json!({"agent_id": agent, "phone_number": "+14155550600"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = res["data"]["run_id"].as_str().unwrap().to_string();
+    let sid = res["data"]["call_sid"].as_str().unwrap().to_string();
+    let run_status = |dir: &Path| -> (String, i64) {
+        open_db(dir)
+            .query_row(
+                "SELECT status, duration_seconds FROM agent_runs WHERE id = ?1",
+                [&run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let lookups = |twilio: &TwilioStandIn| {
+        twilio
+            .requests()
+            .iter()
+            .filter(|(r, _)| r.ends_with(&format!("/Calls/{sid}.json")))
+            .count()
+    };
+
+    // A graceful restart, then a kill -9: each start asks Twilio about the
+    // call, finds it live and leaves the run open.
+    bin.terminate();
+    bin = serve(dir.path(), &twilio);
+    wait_until(
+        Duration::from_secs(20),
+        "a look-up after the restart",
+        || lookups(&twilio) >= 1,
+    )
+    .await;
+    assert_eq!(run_status(dir.path()).0, "in_progress");
+    kill9(&mut bin);
+    bin = serve(dir.path(), &twilio);
+    wait_until(Duration::from_secs(20), "a look-up after the kill", || {
+        lookups(&twilio) >= 2
+    })
+    .await;
+    assert_eq!(run_status(dir.path()).0, "in_progress");
+
+    // The call ends after 95 s; the callback (signed with the tenant's own
+    // token) claims 0 s. Twilio's REST figure is what is billed.
+    twilio.claim_duration(0);
+    twilio.end_call(&sid, 95).await;
+    wait_until(Duration::from_secs(20), "the run to complete", || {
+        run_status(dir.path()).0 == "completed"
+    })
+    .await;
+    assert_eq!(run_status(dir.path()).1, 95);
+    let tokens: f64 = open_db(dir.path())
+        .query_row(
+            "SELECT groq_tokens FROM agent_runs WHERE id = ?1",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tokens, 1.24);
+
+    // A web call's routes refuse a phone run, and a callback for another
+    // call changes nothing.
+    let res = client
+        .post(format!("{}/api/calls/twilio/status/{run_id}", bin.base))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(
+                &format!("{PUBLIC}/api/calls/twilio/status/{run_id}"),
+                &[
+                    (
+                        "CallSid".to_string(),
+                        "CA99999999999999999999999999999999".to_string(),
+                    ),
+                    ("CallStatus".to_string(), "completed".to_string()),
+                ],
+            ),
+        )
+        .form(&[
+            ("CallSid", "CA99999999999999999999999999999999"),
+            ("CallStatus", "completed"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    bin.terminate();
+}
+
+#[tokio::test]
+async fn a_status_callback_for_another_call_is_a_409_and_changes_nothing() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(50)).await;
+    let app = dialing_app(&twilio).await;
+    let (t, agent) = pro_tenant(&app, "sid@example.com").await;
+    twilio.script("+14155550700", &[Outcome::Live]);
+    let (status, body) = post(
+        &app,
+        "/api/calls/phone/start",
+        Some(&t.token),
+        json!({"agent_id": agent, "phone_number": "+14155550700"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["data"]["run_id"].as_str().unwrap();
+    let url = format!("{PUBLIC}/api/calls/twilio/status/{run_id}");
+    let params = [
+        (
+            "CallSid".to_string(),
+            "CAffffffffffffffffffffffffffffffff".to_string(),
+        ),
+        ("CallStatus".to_string(), "completed".to_string()),
+        ("CallDuration".to_string(), "500".to_string()),
+    ];
+    let res = app
+        .client
+        .post(app.url(&format!("/api/calls/twilio/status/{run_id}")))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(&url, &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let (_, run) = get(&app, &format!("/api/calls/run/{run_id}"), Some(&t.token)).await;
+    assert_eq!(run["data"]["status"], "in_progress", "{run}");
+    // The right SID, but Twilio says the call goes on: a forged final
+    // status ends nothing.
+    let sid = body["data"]["call_sid"].as_str().unwrap().to_string();
+    let params = [
+        ("CallSid".to_string(), sid),
+        ("CallStatus".to_string(), "completed".to_string()),
+        ("CallDuration".to_string(), "0".to_string()),
+    ];
+    let res = app
+        .client
+        .post(app.url(&format!("/api/calls/twilio/status/{run_id}")))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(&url, &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, run) = get(&app, &format!("/api/calls/run/{run_id}"), Some(&t.token)).await;
+    assert_eq!(run["data"]["status"], "in_progress", "{run}");
+    app.stop().await;
+}
