@@ -252,6 +252,12 @@ pub struct LivePhoneRun {
     pub key_source: Option<String>,
 }
 
+/// The phone runs in progress, with what `live_phone_run_from_row` reads.
+const LIVE_PHONE_RUNS: &str = "SELECT r.id, a.user_id, r.call_sid, r.phone_number, r.created_at,
+            r.twilio_account_sid, r.twilio_key_source
+     FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+     WHERE r.status = 'in_progress' AND r.type = 'PHONE_CALL'";
+
 /// Phone runs in progress. With `stale` = `(unplaced_secs, quiet_secs)`,
 /// only those whose call SID is still unknown `unplaced_secs` after they
 /// were created, and those with a SID quiet for `quiet_secs`; `None`: all
@@ -265,30 +271,39 @@ pub fn live_phone_runs(
         Some((u, q)) => (Some(secs(u)), Some(secs(q))),
         None => (None, None),
     };
-    conn.prepare_cached(
-        "SELECT r.id, a.user_id, r.call_sid, r.phone_number, r.created_at,
-                r.twilio_account_sid, r.twilio_key_source
-         FROM agent_runs r JOIN agents a ON a.id = r.agent_id
-         WHERE r.status = 'in_progress' AND r.type = 'PHONE_CALL'
+    conn.prepare_cached(&format!(
+        "{LIVE_PHONE_RUNS}
            AND (?1 IS NULL
                 OR (r.call_sid IS NULL
                     AND (julianday('now') - julianday(r.created_at)) * 86400 >= ?1)
                 OR (r.call_sid IS NOT NULL
                     AND (julianday('now') - julianday(coalesce(r.last_activity_at, r.created_at))) * 86400 >= ?2))
-         ORDER BY r.created_at, r.rowid",
-    )?
-    .query_map(params![unplaced, quiet], |r| {
-        Ok(LivePhoneRun {
-            id: r.get(0)?,
-            owner: r.get(1)?,
-            call_sid: r.get(2)?,
-            phone_number: r.get(3)?,
-            created_at: r.get(4)?,
-            account_sid: r.get(5)?,
-            key_source: r.get(6)?,
-        })
-    })?
+         ORDER BY r.created_at, r.rowid"
+    ))?
+    .query_map(params![unplaced, quiet], live_phone_run_from_row)?
     .collect()
+}
+
+fn live_phone_run_from_row(r: &Row<'_>) -> rusqlite::Result<LivePhoneRun> {
+    Ok(LivePhoneRun {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        call_sid: r.get(2)?,
+        phone_number: r.get(3)?,
+        created_at: r.get(4)?,
+        account_sid: r.get(5)?,
+        key_source: r.get(6)?,
+    })
+}
+
+/// One phone run, when it is still in progress.
+pub fn live_phone_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<LivePhoneRun>> {
+    conn.query_row(
+        &format!("{LIVE_PHONE_RUNS} AND r.id = ?1"),
+        [run_id],
+        live_phone_run_from_row,
+    )
+    .optional()
 }
 
 /// A phone run's call SID and the Twilio account that placed it (SID and

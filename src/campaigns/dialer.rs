@@ -203,10 +203,15 @@ async fn dial_once(state: &AppState, pacer: &Arc<Pacer>) -> Result<(), ApiError>
                 state.dialing.add(&claim);
                 let (state, pacer) = (state.clone(), pacer.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = place(&state, &setup, &claim, &pacer).await {
-                        tracing::warn!(run_id = %claim.run_id, error = %e, "a campaign call");
-                    }
+                    let placed = place(&state, &setup, &claim, &pacer).await;
                     state.dialing.remove(&claim);
+                    match placed {
+                        Ok(true) => look_up_later(&state, &claim.run_id).await,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(run_id = %claim.run_id, error = %e, "a campaign call")
+                        }
+                    }
                 });
             }
             Claimed::Paused(reason) => {
@@ -221,13 +226,37 @@ async fn dial_once(state: &AppState, pacer: &Arc<Pacer>) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Places a claimed contact's call and settles what Twilio's answer means.
+/// A run whose placing Twilio may or may not have done is looked up this
+/// long after Twilio's unclear answer: by then a 5xx or a time-out has
+/// settled at Twilio's end, and the contact need not wait for the periodic
+/// pass of `calls::reconcile`.
+const LOOK_UP_AFTER: Duration = Duration::from_secs(5);
+
+async fn look_up_later(state: &AppState, run_id: &str) {
+    tokio::time::sleep(LOOK_UP_AFTER).await;
+    let id = run_id.to_string();
+    let run = state
+        .db
+        .read(move |c| crate::calls::store::live_phone_run(c, &id).map_err(ApiError::from))
+        .await;
+    let looked_up = match run {
+        Ok(Some(run)) => reconcile::reconcile_run(state, &run).await.map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = looked_up {
+        tracing::warn!(run_id = %run_id, error = %e, "cannot look a campaign call up at Twilio");
+    }
+}
+
+/// Places a claimed contact's call and settles what Twilio's answer means;
+/// `true` when the answer left it unknown whether the call was placed.
 async fn place(
     state: &AppState,
     setup: &PhoneSetup,
     claim: &Claim,
     pacer: &Pacer,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let dialed = dial(
         state,
         setup,
@@ -238,7 +267,8 @@ async fn place(
     )
     .await?;
     let err = match dialed {
-        Dialed::Placed(_) | Dialed::Unknown(_) => return Ok(()),
+        Dialed::Placed(_) => return Ok(false),
+        Dialed::Unknown(_) => return Ok(true),
         Dialed::NotPlaced(err) => err,
     };
     let (run_id, campaign_id) = (claim.run_id.clone(), claim.campaign_id.clone());
@@ -278,5 +308,5 @@ async fn place(
                 .await?;
         }
     }
-    Ok(())
+    Ok(false)
 }

@@ -242,6 +242,141 @@ async fn outcomes_set_contacts_with_retries_within_the_plan_and_one_call_a_secon
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_outage_retries_the_contacts_without_failing_the_campaign() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
+    let app = dialing_app(&twilio).await;
+    let (t, agent) = pro_tenant(&app, "outage@example.com").await;
+    let to = numbers("+141555508", 2);
+    twilio.outage(true);
+    let id = create_campaign(
+        &app.client,
+        &app.base,
+        &t.token,
+        &agent,
+        &to,
+        &[("max_retries", "0")],
+    )
+    .await;
+    let (status, body) = act(&app, &t, &id, "start").await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(10), "refused requests", || {
+        twilio
+            .requests()
+            .iter()
+            .filter(|(r, _)| r.starts_with("POST"))
+            .count()
+            >= 2
+    })
+    .await;
+    // Twilio failing on its side may have placed the calls: the contacts
+    // wait, dialing, until Twilio can be asked.
+    assert_eq!(campaign_state(&app, &id), "running");
+    twilio.outage(false);
+    wait_until(Duration::from_secs(60), "the campaign to complete", || {
+        campaign_state(&app, &id) == "completed"
+    })
+    .await;
+    let (_, body) = get(&app, &format!("/api/campaigns/{id}"), Some(&t.token)).await;
+    assert_eq!(body["data"]["progress"]["reached"], 2, "{body}");
+    // Each number was placed once, when Twilio was back; the attempts that
+    // never reached Twilio did not count against the retries.
+    for n in &to {
+        assert_eq!(twilio.calls().iter().filter(|c| &c.to == n).count(), 1);
+    }
+    let not_placed: i64 = db(&app)
+        .query_row(
+            "SELECT count(*) FROM agent_runs WHERE campaign_id = ?1 AND disposition = 'not_placed' AND groq_tokens = 0",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(not_placed >= 2, "{not_placed}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_outside_their_calling_hours_wait_for_the_window() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
+    let app = dialing_app(&twilio).await;
+    let (t, agent) = pro_tenant(&app, "window@example.com").await;
+    // A window that opens two hours from now in Tokyo, and one open now.
+    let tokyo = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap());
+    let hhmm = |h: i64| {
+        let z = tokyo
+            .checked_add(jiff::SignedDuration::from_hours(h))
+            .unwrap();
+        format!("{:02}:{:02}", z.hour(), z.minute())
+    };
+    let (start, end) = (hhmm(2), hhmm(3));
+    let csv = "phone,timezone\n+14155550901,Asia/Tokyo\n";
+    let body = form_body(&[
+        ("name", b"Closed window"),
+        ("agent_id", agent.as_bytes()),
+        ("window_start", start.as_bytes()),
+        ("window_end", end.as_bytes()),
+        ("file", csv.as_bytes()),
+    ]);
+    let res = app
+        .client
+        .post(app.url("/api/campaigns"))
+        .bearer_auth(&t.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    act(&app, &t, &id, "start").await;
+    let next = || -> Option<String> {
+        db(&app)
+            .query_row(
+                "SELECT next_attempt_at FROM campaign_contacts WHERE campaign_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(10), "the contact to be put off", || {
+        next().is_some()
+    })
+    .await;
+    let opens: jiff::Timestamp = next().unwrap().parse().unwrap();
+    let wait = opens.duration_since(jiff::Timestamp::now());
+    assert!(
+        wait > jiff::SignedDuration::from_mins(115) && wait <= jiff::SignedDuration::from_mins(121),
+        "opens in {wait:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(twilio.calls().is_empty(), "called outside the window");
+    assert_eq!(campaign_state(&app, &id), "running");
+
+    // An open window calls at once.
+    let (start, end) = (hhmm(-1), hhmm(1));
+    let id = create_campaign(
+        &app.client,
+        &app.base,
+        &t.token,
+        &agent,
+        &["+814155550902".to_string()],
+        &[("window_start", &start), ("window_end", &end)],
+    )
+    .await;
+    act(&app, &t, &id, "start").await;
+    wait_until(Duration::from_secs(10), "the call", || {
+        twilio.calls().len() == 1
+    })
+    .await;
+    app.stop().await;
+}
+
 /// The stand-in's new-call requests for `numbers` that arrived after `t`.
 fn calls_after(twilio: &TwilioStandIn, numbers: &[String], t: Instant) -> usize {
     twilio

@@ -8,7 +8,7 @@
 //! the calls live at once and keeps the time each request arrived.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ struct Shared {
     claimed_duration: Mutex<Option<u32>>,
     http: reqwest::Client,
     seq: AtomicU64,
+    /// While set, every request is a 503 and nothing is created.
+    outage: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -105,6 +107,14 @@ fn authorized(headers: &HeaderMap, account: &str) -> bool {
     let expected = format!("Basic {}", BASE64.encode(format!("{SID}:{TOKEN}")));
     account == SID
         && headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"code": 20500, "message": "Service Unavailable"})),
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {
@@ -228,6 +238,9 @@ async fn create_call(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     s.log(format!("POST /Accounts/{account}/Calls.json"));
+    if s.outage.load(Ordering::SeqCst) {
+        return unavailable();
+    }
     if !authorized(&headers, &account) {
         return unauthorized();
     }
@@ -282,6 +295,9 @@ async fn list_calls(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     s.log(format!("GET /Accounts/{account}/Calls.json"));
+    if s.outage.load(Ordering::SeqCst) {
+        return unavailable();
+    }
     if !authorized(&headers, &account) {
         return unauthorized();
     }
@@ -313,6 +329,9 @@ async fn fetch_call(
     headers: HeaderMap,
 ) -> Response {
     s.log(format!("GET /Accounts/{account}/Calls/{file}"));
+    if s.outage.load(Ordering::SeqCst) {
+        return unavailable();
+    }
     if !authorized(&headers, &account) {
         return unauthorized();
     }
@@ -335,6 +354,7 @@ impl TwilioStandIn {
             claimed_duration: Mutex::new(None),
             http: reqwest::Client::new(),
             seq: AtomicU64::new(0),
+            outage: AtomicBool::new(false),
         });
         let app = Router::new()
             .route(
@@ -365,6 +385,11 @@ impl TwilioStandIn {
             .unwrap()
             .scripts
             .insert(to.to_string(), outcomes.iter().copied().collect());
+    }
+
+    /// Twilio answers every request with a 503 (and creates nothing) while on.
+    pub fn outage(&self, on: bool) {
+        self.shared.outage.store(on, Ordering::SeqCst);
     }
 
     pub fn delay_answers(&self, ms: u64) {
