@@ -193,15 +193,12 @@ pub(crate) async fn place_call(
             state
                 .db
                 .write(move |c| {
-                    c.execute(
-                        "UPDATE agent_runs
-                         SET status = 'failed', disposition = 'failed',
-                             completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                             last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                         WHERE id = ?1 AND status = 'in_progress'",
-                        [&failed],
-                    )
-                    .map_err(ApiError::from)
+                    let finish = store::Finish {
+                        outcome: store::Outcome::Failed,
+                        disposition: store::Disposition::Set("failed"),
+                        duration: store::Measure::Seconds(0),
+                    };
+                    store::finish_run(c, &failed, &finish).map_err(ApiError::from)
                 })
                 .await?;
             return Err(err.into_api_error().with("run_id", json!(run_id)));

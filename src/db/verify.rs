@@ -25,12 +25,14 @@ pub const NEW_TABLES: [&str; 4] = [
     "subscriptions",
     "admin_audit_logs",
 ];
-pub const TRIGGERS: [(&str, &str); 5] = [
+pub const TRIGGERS: [(&str, &str); 6] = [
     ("increment_agent_runs", "agent_runs"),
     ("calculate_tokens", "agent_runs"),
     ("enforce_agent_limit", "agents"),
     ("trigger_update_user_usage_tracking", "agent_runs"),
     ("trigger_create_default_subscription", "users"),
+    // Version 9: LLM costs into api_costs.
+    ("trigger_add_llm_costs", "llm_usage"),
 ];
 /// email, role, tier, max_agents, monthly_token_quota of an admin.
 type AdminRow = (String, String, String, i64, i64);
