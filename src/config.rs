@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::crypto::secret::Secret;
+use crate::providers::llm_prices::PriceTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Registration {
@@ -142,8 +143,9 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_LLM_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub llm_timeout_secs: u64,
 
-    /// A run with no activity for this many seconds is closed as failed
-    /// (disposition `abandoned`): its browser or its server went away.
+    /// A web call with no activity for this many seconds is closed as
+    /// completed (disposition `abandoned`), billed up to its last activity:
+    /// its browser went away.
     #[arg(long, env = "VOXFLOW_RUN_IDLE_TIMEOUT_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub run_idle_timeout_secs: u64,
 
@@ -151,6 +153,12 @@ pub struct Config {
     /// Twilio account (Twilio's default limit is one new call per second).
     #[arg(long, env = "VOXFLOW_DIAL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub dial_interval_ms: u64,
+
+    /// LLM prices in dollars per million input and output tokens, on top of
+    /// the built-in Groq list prices: inline JSON or the path of a JSON file,
+    /// `{"model": {"input": 0.59, "output": 0.79}, ...}`. Checked at start.
+    #[arg(long, env = "VOXFLOW_LLM_PRICES", value_parser = PriceTable::parse)]
+    pub llm_prices: Option<PriceTable>,
 }
 
 /// `VOXFLOW_PUBLIC_URL` must be an http(s) origin with an optional path:
@@ -207,6 +215,12 @@ impl Config {
         std::time::Duration::from_millis(self.dial_interval_ms)
     }
 
+    /// The LLM price table: the operator's, else the built-in one alone.
+    pub fn llm_prices(&self) -> &PriceTable {
+        static BUILT_IN: PriceTable = PriceTable::built_in();
+        self.llm_prices.as_ref().unwrap_or(&BUILT_IN)
+    }
+
     /// A config for `data_dir` with every other setting at its default, as
     /// `voxflow serve --data-dir DIR --http 127.0.0.1:0` would give; for tests
     /// and embedding.
@@ -236,6 +250,7 @@ impl Config {
             llm_timeout_secs: 30,
             run_idle_timeout_secs: 1800,
             dial_interval_ms: 1000,
+            llm_prices: None,
         }
     }
 }

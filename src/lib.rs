@@ -186,8 +186,10 @@ pub async fn start(
         tracing::info!("key vault: {note}");
     }
     let admin_created = ensure_first_admin(&db, &config).await?;
-    // Runs in progress belong to the process that ran before this one: no
-    // one will end them now.
+    // Web calls in progress belong to the process that ran before this one:
+    // no browser will end them now, so they are closed as abandoned (billed
+    // up to their last activity). Phone calls are left in progress: Twilio
+    // may still be carrying them and its status callback ends them.
     let abandoned_runs = db
         .write(|c| calls::sweep::close_idle_runs(c, 0).map_err(DbError::from))
         .await?;

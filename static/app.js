@@ -289,7 +289,18 @@ async function showCall(agentId) {
   onSubmit(send, out, async (v) => {
     turn("user", v.message);
     input.value = "";
-    const r = (await api("POST", "/api/calls/web/message", { run_id: runId, message: v.message })).data;
+    let r;
+    try {
+      r = (await api("POST", "/api/calls/web/message", { run_id: runId, message: v.message })).data;
+    } catch (e) {
+      // The month's tokens ran out mid-call: the server ended (and billed) it.
+      const ended = e.body && e.body.code === "QUOTA_EXCEEDED" && e.body.run;
+      if (ended) {
+        live(false);
+        throw new Error(`${e.message} Call ${ended.run_number}: ${ended.duration_seconds} s, ${ended.groq_tokens} tokens.`);
+      }
+      throw e;
+    }
     turn("assistant", r.response);
   });
   endButton.addEventListener("click", async () => {
@@ -560,6 +571,7 @@ async function showUsage() {
       card("tokens used", `${d.tokens_used} / ${d.quota}`, "usage-tokens"),
       card("calls", d.calls, "usage-calls"),
       card("seconds of calls", d.duration, "usage-duration"),
+      card("LLM costs (USD)", `$${d.costs.toFixed(6)}`, "usage-costs"),
       card("agents", `${d.agents.current} / ${d.agents.max}`, "usage-agents"),
     ),
     h(
@@ -569,8 +581,14 @@ async function showUsage() {
       h(
         "table",
         {},
-        h("thead", {}, h("tr", {}, ["Date", "Calls", "Seconds", "Tokens"].map((t) => h("th", { text: t })))),
-        h("tbody", {}, d.daily.filter((x) => x.calls > 0).map((x) => h("tr", {}, [x.date, x.calls, x.duration_seconds, x.tokens].map((t) => h("td", { text: t }))))),
+        h("thead", {}, h("tr", {}, ["Date", "Calls", "Seconds", "Tokens", "LLM costs (USD)"].map((t) => h("th", { text: t })))),
+        h(
+          "tbody",
+          {},
+          d.daily
+            .filter((x) => x.calls > 0 || x.costs > 0)
+            .map((x) => h("tr", {}, [x.date, x.calls, x.duration_seconds, x.tokens, x.costs.toFixed(6)].map((t) => h("td", { text: t })))),
+        ),
       ),
     ),
   );

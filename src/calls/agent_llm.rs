@@ -1,11 +1,14 @@
 //! What a web call and a phone call share when the agent answers: which LLM
 //! the tenant's requests go to, with which key, and one reply to a turn.
 
-use super::store::Turn;
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::store::{LlmTurn, Turn};
 use crate::api_keys::{self, KeySource, Provider, ResolvedKey};
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::providers::llm::{self, ChatMessage, Target};
+use crate::providers::llm::{self, ChatMessage, LlmError, Target};
 use crate::service_config::{ServiceConfig, LLM_GROQ, LLM_OPENAI_COMPATIBLE};
 
 /// The most recent turns sent to the LLM with each message: enough for a
@@ -74,6 +77,24 @@ pub async fn plan_llm(
     }
 }
 
+/// The 502 the tenant sees when the LLM failed, naming the provider. Never
+/// the provider's own error text: it may quote part of the key.
+pub fn provider_error(err: &LlmError, provider: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "PROVIDER_ERROR",
+        format!("The LLM provider ({provider}) {err}"),
+    )
+    .with("provider", json!(provider))
+}
+
+/// The agent's answer to a turn, and what it used and cost (to be recorded
+/// with `store::record_llm_turn` in the transaction that stores the turn).
+pub struct AgentReply {
+    pub text: String,
+    pub usage: LlmTurn,
+}
+
 /// The agent's reply to `message`, with the agent's description as the
 /// system prompt and the latest turns of `transcript` as context. A provider
 /// failure is a 502 naming the provider; the tenant's key is marked used
@@ -86,7 +107,7 @@ pub async fn reply(
     prompt: String,
     transcript: &[Turn],
     message: &str,
-) -> Result<String, ApiError> {
+) -> Result<AgentReply, ApiError> {
     let mut messages = vec![ChatMessage {
         role: "system".into(),
         content: prompt,
@@ -110,8 +131,19 @@ pub async fn reply(
         .await
         .map_err(|e| {
             tracing::warn!(run_id = %run_id, provider = %plan.provider, error = %e, "LLM request failed");
-            e.into_api_error(&plan.provider)
+            provider_error(&e, &plan.provider)
         })?;
+    let cost = state.config.llm_prices().cost(
+        &plan.provider,
+        &plan.model,
+        answer.usage.prompt_tokens,
+        answer.usage.completion_tokens,
+    );
+    if !cost.priced {
+        // Said once per turn, so an operator sees which model to price.
+        tracing::info!(run_id = %run_id, provider = %plan.provider, model = %plan.model,
+            "no price for this LLM model: its turns cost 0 (add it to VOXFLOW_LLM_PRICES)");
+    }
     if plan
         .key
         .as_ref()
@@ -119,5 +151,29 @@ pub async fn reply(
     {
         api_keys::mark_used(state, user_id, Provider::Groq).await?;
     }
-    Ok(answer)
+    Ok(AgentReply {
+        text: answer.text,
+        usage: LlmTurn {
+            provider: plan.provider.clone(),
+            model: plan.model.clone(),
+            prompt_tokens: answer.usage.prompt_tokens,
+            completion_tokens: answer.usage.completion_tokens,
+            cost_micros: cost.micros,
+            priced: cost.priced,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_sees_the_provider_named_and_never_its_text() {
+        let e = provider_error(&LlmError::Status(500), "groq");
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(e.code, "PROVIDER_ERROR");
+        assert_eq!(e.message, "The LLM provider (groq) failed (HTTP 500)");
+        assert_eq!(e.extra["provider"], "groq");
+    }
 }

@@ -22,3 +22,6 @@ pub const END_DISPOSITIONS: [&str; 7] = [
 
 /// Set by the server on runs it closed for lack of activity.
 pub const ABANDONED: &str = "abandoned";
+
+/// Set by the server on calls it ended because the month's tokens ran out.
+pub const QUOTA_EXCEEDED: &str = "quota_exceeded";

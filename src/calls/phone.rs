@@ -307,7 +307,7 @@ async fn phone_start(
             state
                 .db
                 .write(move |c| {
-                    super::reconcile::close(c, &failed, "failed", "failed", None)
+                    super::reconcile::close_unplaced(c, &failed, "failed")
                         .map_err(ApiError::from)
                 })
                 .await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::store::{self, LivePhoneRun};
+use super::store::{self, Disposition, Finish, LivePhoneRun, Measure, Outcome};
 use super::twilio_hooks::outcome;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -28,34 +28,51 @@ const QUIET_SECS: u64 = 60;
 /// found by number to the run that asked for it.
 const CLOCK_SKEW_SECS: i64 = 120;
 
-/// Ends a phone run with the outcome Twilio reports: `status` and
-/// `disposition`, and Twilio's duration in seconds when given (0 otherwise).
-/// Only a run in progress changes; the triggers bill it.
+/// Ends a phone run with the outcome Twilio reports, and Twilio's
+/// duration in seconds when given (0 otherwise), through `finish_run`:
+/// only a run in progress changes, and the triggers bill it.
 pub fn close(
     conn: &Connection,
     run_id: &str,
-    status: &str,
-    disposition: &str,
+    outcome: Outcome,
+    disposition: Disposition<'_>,
     duration: Option<u32>,
 ) -> rusqlite::Result<bool> {
-    let changed = conn.execute(
-        "UPDATE agent_runs
-         SET duration_seconds = ?2,
-             disposition = coalesce(disposition, ?3),
-             completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             status = ?4
-         WHERE id = ?1 AND status = 'in_progress'",
-        rusqlite::params![run_id, duration.unwrap_or(0), disposition, status],
-    )?;
-    Ok(changed > 0)
+    let finish = Finish {
+        outcome,
+        disposition,
+        duration: Measure::Seconds(i64::from(duration.unwrap_or(0))),
+    };
+    Ok(store::finish_run(conn, run_id, &finish)?.is_some())
+}
+
+/// A run whose call never existed: failed, at no cost.
+pub fn close_unplaced(
+    conn: &Connection,
+    run_id: &str,
+    disposition: &str,
+) -> rusqlite::Result<bool> {
+    close(
+        conn,
+        run_id,
+        Outcome::Failed,
+        Disposition::Set(disposition),
+        None,
+    )
 }
 
 /// Closes `run_id` with what Twilio says of its ended call; `false` when the
 /// call is still live (nothing changes then).
 pub fn close_with(conn: &Connection, run_id: &str, call: &CallInfo) -> rusqlite::Result<bool> {
     match outcome(&call.status) {
-        Some((status, disposition)) => close(conn, run_id, status, disposition, call.duration),
+        // A disposition recorded during the call is kept.
+        Some((o, disposition)) => close(
+            conn,
+            run_id,
+            o,
+            Disposition::Unless(disposition),
+            call.duration,
+        ),
         None => Ok(false),
     }
 }
@@ -112,7 +129,7 @@ pub async fn reconcile_run(state: &AppState, run: &LivePhoneRun) -> Result<Recon
                 Ok(Reconciled::Live)
             }
             Err(twilio::CallError::Refused { status: 404, .. }) => {
-                write(state, move |c| close(c, &run_id, "failed", "failed", None)).await?;
+                write(state, move |c| close_unplaced(c, &run_id, "failed")).await?;
                 Ok(Reconciled::NotPlaced)
             }
             Err(err) => {
@@ -176,7 +193,7 @@ pub async fn reconcile_run(state: &AppState, run: &LivePhoneRun) -> Result<Recon
                 })
             }
             None => {
-                close(c, &run_id, "failed", NOT_PLACED, None)?;
+                close_unplaced(c, &run_id, NOT_PLACED)?;
                 Ok(Reconciled::NotPlaced)
             }
         }

@@ -7,14 +7,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::TransactionBehavior;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm};
-use super::store::{self, OwnedRun, Run, RunKind, Turn};
-use super::END_DISPOSITIONS;
+use super::store::{
+    self, Disposition, Finish, LlmUsage, Measure, Outcome, OwnedRun, Run, RunKind, Turn,
+};
+use super::{END_DISPOSITIONS, QUOTA_EXCEEDED};
 use crate::admin::audit::{self, Entry};
 use crate::agents::{self, Agent};
 use crate::auth::extract::CurrentUser;
@@ -63,14 +65,15 @@ pub(super) fn greeting(agent_name: &str) -> String {
 
 /// The 402 of a tenant whose month's tokens are spent.
 fn quota_exceeded(used: f64, quota: i64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYMENT_REQUIRED,
-        "QUOTA_EXCEEDED",
-        format!(
-            "This month's tokens are used up ({used} of {quota}). Calls are possible again next month, or after an upgrade."
-        ),
+    quota_refusal(
+        format!("This month's tokens are used up ({used} of {quota}). Calls are possible again next month, or after an upgrade."),
+        used,
+        quota,
     )
-    .with(
+}
+
+fn quota_refusal(message: String, used: f64, quota: i64) -> ApiError {
+    ApiError::new(StatusCode::PAYMENT_REQUIRED, "QUOTA_EXCEEDED", message).with(
         "usage",
         json!({ "tokens_used": used, "monthly_token_quota": quota, "tokens_remaining": 0 }),
     )
@@ -80,6 +83,56 @@ fn quota_exceeded(used: f64, quota: i64) -> ApiError {
 fn spent_quota(conn: &rusqlite::Connection, user_id: &str) -> rusqlite::Result<Option<(f64, i64)>> {
     let month = crate::auth::store::month_usage(conn, user_id)?;
     Ok((month.tokens_remaining <= 0.0).then_some((month.tokens_used, month.quota)))
+}
+
+/// Whether the month's tokens are spent once the call `run_id` itself is
+/// counted: the quota holds the completed calls only (a call is billed when
+/// it ends), so a long call would otherwise talk on past the quota. The
+/// call's own time so far is priced as if it ended now; other calls in
+/// progress count as each of them ends (and each checks its own time).
+pub(super) fn quota_spent_during(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    run_id: &str,
+) -> rusqlite::Result<bool> {
+    let month = crate::auth::store::month_usage(conn, user_id)?;
+    let call_cents = store::accrued_cents(conn, run_id)?;
+    let remaining_cents = (month.tokens_remaining * 100.0).round() as i64;
+    Ok(remaining_cents - call_cents <= 0)
+}
+
+/// Ends the web or phone call `run_id` because the month's tokens are spent
+/// (completed, disposition `quota_exceeded`, billed for its time), and
+/// returns the 402 telling so, with the finished run. `None` when the run
+/// was no longer in progress.
+pub(super) fn end_for_quota(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    run_id: &str,
+) -> Result<Option<(RunDetail, ApiError)>, ApiError> {
+    let finish = Finish {
+        outcome: Outcome::Completed,
+        disposition: Disposition::Set(QUOTA_EXCEEDED),
+        duration: Measure::UntilNow,
+    };
+    if store::finish_run(conn, run_id, &finish)?.is_none() {
+        return Ok(None);
+    }
+    let Some(done) = store::owned_run(conn, user_id, run_id)? else {
+        return Ok(None);
+    };
+    let detail = RunDetail::read(conn, done)?;
+    let month = crate::auth::store::month_usage(conn, user_id)?;
+    let refusal = quota_refusal(
+        format!(
+            "This month's tokens are used up ({} of {}), so the call was ended and billed for its time. Calls are possible again next month, or after an upgrade.",
+            month.tokens_used, month.quota
+        ),
+        month.tokens_used,
+        month.quota,
+    )
+    .with("run", json!(detail));
+    Ok(Some((detail, refusal)))
 }
 
 /// The 409 of a tenant already on as many calls as the plan allows at
@@ -222,7 +275,8 @@ struct MessageBody {
     message: Option<String>,
 }
 
-/// The run for a message or an end: the caller's (404) and in progress (409).
+/// The run for a message or an end: the caller's (404), a web call (409:
+/// a phone call is Twilio's to drive and end) and in progress (409).
 fn live_run(
     conn: &rusqlite::Connection,
     user_id: &str,
@@ -231,6 +285,16 @@ fn live_run(
     let Some(found) = store::owned_run(conn, user_id, run_id)? else {
         return Err(ApiError::not_found("Run"));
     };
+    if found.run.kind != "WEB_CALL" {
+        return Err(ApiError::conflict(
+            "NOT_A_WEB_CALL",
+            format!(
+                "This run is a {}: only web calls take messages and ends here",
+                found.run.kind
+            ),
+        )
+        .with("type", json!(found.run.kind)));
+    }
     if found.run.status != "in_progress" {
         return Err(not_in_progress(&found.run));
     }
@@ -240,6 +304,7 @@ fn live_run(
 async fn web_message(
     State(state): State<AppState>,
     current: CurrentUser,
+    client: ClientInfo,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<Response> {
     let run_id = body_id("run_id", body.run_id.as_deref())?;
@@ -256,12 +321,13 @@ async fn web_message(
     let message = message.to_string();
     let user_id = current.user.id;
 
-    let (found, prompt, config, said_at) = {
+    let (found, prompt, config, said_at, spent) = {
         let (user_id, run_id) = (user_id.clone(), run_id.clone());
         state
             .db
             .read(move |c| {
                 let found = live_run(c, &user_id, &run_id)?;
+                let spent = quota_spent_during(c, &user_id, &run_id)?;
                 if found.transcript.len() + 2 > MAX_TURNS {
                     return Err(ApiError::conflict(
                         "CONVERSATION_TOO_LONG",
@@ -272,10 +338,15 @@ async fn web_message(
                 }
                 let prompt = store::agent_prompt(c, &found.run.agent_id)?;
                 let config = service_config::load(c, &user_id)?;
-                Ok::<_, ApiError>((found, prompt, config, store::now(c)?))
+                Ok::<_, ApiError>((found, prompt, config, store::now(c)?, spent))
             })
             .await?
     };
+    if spent {
+        // Checked before every turn, so the LLM is not asked (and paid)
+        // for a tenant with nothing left.
+        return Err(end_web_call_for_quota(&state, user_id, run_id, client).await);
+    }
     let plan = plan_llm(&state, &user_id, &config).await?;
 
     // A failure leaves the run as it was: in progress, without this
@@ -291,14 +362,25 @@ async fn web_message(
     )
     .await?;
 
-    let response = reply.clone();
+    let response = reply.text.clone();
     state
         .db
         .write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The provider answered, so it charged: the turn's usage is
+            // recorded even when the run ended while the LLM was thinking.
+            if store::owned_run(&tx, &user_id, &run_id)?.is_some() {
+                store::record_llm_turn(&tx, &run_id, &user_id, &reply.usage)?;
+            }
             // Read again under the write lock: the run may have ended, or
             // another message landed, while the LLM was thinking.
-            let mut turns = live_run(&tx, &user_id, &run_id)?.transcript;
+            let mut turns = match live_run(&tx, &user_id, &run_id) {
+                Ok(found) => found.transcript,
+                Err(refused) => {
+                    tx.commit()?;
+                    return Err(refused);
+                }
+            };
             let replied_at = store::now(&tx)?;
             turns.push(Turn {
                 role: "user".into(),
@@ -307,7 +389,7 @@ async fn web_message(
             });
             turns.push(Turn {
                 role: "assistant".into(),
-                content: reply,
+                content: reply.text,
                 at: replied_at,
             });
             store::save_transcript(&tx, &run_id, &turns)?;
@@ -326,22 +408,81 @@ struct EndBody {
     disposition: Option<String>,
 }
 
-/// A run with its agent's name and its transcript.
+/// A run with its agent's name, its transcript and its LLM turns' tokens
+/// and costs.
 #[derive(Serialize)]
-struct RunDetail {
+pub(super) struct RunDetail {
     #[serde(flatten)]
     run: Run,
     agent_name: String,
     transcript: Vec<Turn>,
+    llm_usage: LlmUsage,
 }
 
-impl From<OwnedRun> for RunDetail {
-    fn from(o: OwnedRun) -> Self {
-        RunDetail {
+impl RunDetail {
+    fn read(conn: &rusqlite::Connection, o: OwnedRun) -> rusqlite::Result<RunDetail> {
+        Ok(RunDetail {
+            llm_usage: store::llm_usage(conn, &o.run.id)?,
             run: o.run,
             agent_name: o.agent_name,
             transcript: o.transcript,
-        }
+        })
+    }
+}
+
+/// The audit row of a web call that ended, however it ended.
+fn audit_end(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    run: &Run,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    audit::record(
+        conn,
+        &Entry {
+            admin_user_id: user_id,
+            action: "end_web_call",
+            target_user_id: Some(user_id),
+            resource_type: Some("agent_run"),
+            resource_id: Some(&run.id),
+            details: json!({
+                "run_number": run.run_number,
+                "duration_seconds": run.duration_seconds,
+                "groq_tokens": run.groq_tokens,
+                "disposition": run.disposition,
+            }),
+            client,
+        },
+    )?;
+    Ok(())
+}
+
+/// Ends a web call whose tenant has no tokens left, and returns the 402 to
+/// answer with (or the run's own refusal when it had ended meanwhile).
+async fn end_web_call_for_quota(
+    state: &AppState,
+    user_id: String,
+    run_id: String,
+    client: ClientInfo,
+) -> ApiError {
+    let ended = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            live_run(&tx, &user_id, &run_id)?;
+            let Some((detail, refusal)) = end_for_quota(&tx, &user_id, &run_id)? else {
+                return Err(ApiError::conflict(
+                    "RUN_NOT_IN_PROGRESS",
+                    "This run has already ended",
+                ));
+            };
+            audit_end(&tx, &user_id, &detail.run, &client)?;
+            tx.commit()?;
+            Ok::<_, ApiError>(refusal)
+        })
+        .await;
+    match ended {
+        Ok(refusal) | Err(refusal) => refusal,
     }
 }
 
@@ -367,53 +508,39 @@ async fn web_end(
         .db
         .write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            live_run(&tx, &user_id, &run_id)?;
-            // The server's clock measures the call, to the whole second
-            // (rounded to the millisecond first, so 1.9999999 s is 2 s).
-            // Setting the status to completed in an UPDATE fires the
-            // triggers: tokens, the agent's total_runs, the daily usage.
-            tx.execute(
-                "UPDATE agent_runs
-                 SET duration_seconds = max(0, CAST(round((julianday('now') - julianday(created_at)) * 86400000) AS INTEGER) / 1000),
-                     disposition = ?2,
-                     completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                     last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                     status = 'completed'
-                 WHERE id = ?1 AND status = 'in_progress'",
-                params![run_id, disposition],
-            )?;
+            let live = live_run(&tx, &user_id, &run_id)?;
+            // The server's clock measures the call; the client's duration
+            // is not even read.
+            let finish = Finish {
+                outcome: Outcome::Completed,
+                disposition: Disposition::Set(&disposition),
+                duration: Measure::UntilNow,
+            };
+            if store::finish_run(&tx, &run_id, &finish)?.is_none() {
+                return Err(not_in_progress(&live.run));
+            }
             let Some(done) = store::owned_run(&tx, &user_id, &run_id)? else {
                 return Err(ApiError::not_found("Run"));
             };
-            audit::record(
-                &tx,
-                &Entry {
-                    admin_user_id: &user_id,
-                    action: "end_web_call",
-                    target_user_id: Some(&user_id),
-                    resource_type: Some("agent_run"),
-                    resource_id: Some(&run_id),
-                    details: json!({
-                        "run_number": done.run.run_number,
-                        "duration_seconds": done.run.duration_seconds,
-                        "groq_tokens": done.run.groq_tokens,
-                        "disposition": done.run.disposition,
-                    }),
-                    client: &client,
-                },
-            )?;
+            audit_end(&tx, &user_id, &done.run, &client)?;
+            let detail = RunDetail::read(&tx, done)?;
             tx.commit()?;
-            Ok::<_, ApiError>(RunDetail::from(done))
+            Ok::<_, ApiError>(detail)
         })
         .await?;
     Ok(ok(StatusCode::OK, ended))
 }
 
-async fn read_owned_run(state: &AppState, user_id: String, id: Uuid) -> ApiResult<OwnedRun> {
+async fn read_owned_run(state: &AppState, user_id: String, id: Uuid) -> ApiResult<RunDetail> {
     let id = id.to_string();
     state
         .db
-        .read(move |c| store::owned_run(c, &user_id, &id).map_err(DbError::from))
+        .read(move |c| {
+            store::owned_run(c, &user_id, &id)?
+                .map(|o| RunDetail::read(c, o))
+                .transpose()
+                .map_err(DbError::from)
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("Run"))
 }
@@ -424,7 +551,7 @@ async fn get_run(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
     let found = read_owned_run(&state, current.user.id, id).await?;
-    Ok(ok(StatusCode::OK, RunDetail::from(found)))
+    Ok(ok(StatusCode::OK, found))
 }
 
 async fn get_transcript(

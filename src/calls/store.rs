@@ -1,5 +1,6 @@
-//! SQL over `agent_runs`: the run as the API shows it, run numbers and
-//! transcripts.
+//! SQL over `agent_runs`: the run as the API shows it, run numbers,
+//! transcripts, the one way a run ends (`finish_run`), and the LLM usage of
+//! its turns (`llm_usage`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,234 @@ pub fn save_transcript(conn: &Connection, run_id: &str, turns: &[Turn]) -> rusql
         params![run_id, text],
     )?;
     Ok(())
+}
+
+/// How a run ends: `completed` (billed by the triggers for its duration)
+/// or `failed` (costs nothing: no call took place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+}
+
+impl Outcome {
+    fn status(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The duration a finished run is billed for, in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// From the start to now, by the server's clock (a call ended now).
+    UntilNow,
+    /// From the start to the last activity (a call nobody ended: the time
+    /// after its last message was nobody talking).
+    UntilLastActivity,
+    /// A figure from elsewhere: Twilio's `CallDuration` (negative counts as 0).
+    Seconds(i64),
+}
+
+/// The disposition a finished run gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition<'a> {
+    /// This one, whatever was recorded before.
+    Set(&'a str),
+    /// One recorded earlier if any (the gather's
+    /// `user_idle_max_duration_exceeded`), else this one.
+    Unless(&'a str),
+}
+
+/// How `finish_run` ends a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    pub outcome: Outcome,
+    pub disposition: Disposition<'a>,
+    pub duration: Measure,
+}
+
+/// Ends the run `run_id` when it is still in progress, and returns it as
+/// it now is (tokens computed); `None` when it was not in progress, so a
+/// repeated end (a double click, a Twilio retry, a sweep racing an end)
+/// changes and bills nothing.
+///
+/// This is the only statement that sets `agent_runs.status`: setting it to
+/// `completed` in this UPDATE fires the triggers that bill the run
+/// (`calculate_tokens`, `increment_agent_runs`,
+/// `trigger_update_user_usage_tracking`), so every way a call ends is billed
+/// by the same rules.
+pub fn finish_run(
+    conn: &Connection,
+    run_id: &str,
+    finish: &Finish<'_>,
+) -> rusqlite::Result<Option<Run>> {
+    let (measure, seconds) = match finish.duration {
+        Measure::UntilNow => ("now", 0),
+        Measure::UntilLastActivity => ("last_activity", 0),
+        Measure::Seconds(s) => ("given", s.max(0)),
+    };
+    let (disposition, keep_recorded) = match finish.disposition {
+        Disposition::Set(d) => (d, false),
+        Disposition::Unless(d) => (d, true),
+    };
+    // Durations are whole seconds of the millisecond-rounded difference
+    // (julianday differences are a hair off, so 1.9999999 s is 2 s). Every
+    // SET expression reads the row as it was, so the last activity used for
+    // the duration is the one before this statement.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE agent_runs
+             SET duration_seconds = CASE ?3
+                     WHEN 'now' THEN max(0, CAST(round(
+                         (julianday('now') - julianday(created_at)) * 86400000) AS INTEGER) / 1000)
+                     WHEN 'last_activity' THEN max(0, CAST(round(
+                         (julianday(coalesce(last_activity_at, created_at)) - julianday(created_at)) * 86400000
+                         ) AS INTEGER) / 1000)
+                     ELSE ?4 END,
+                 disposition = CASE WHEN ?6 THEN coalesce(disposition, ?5) ELSE ?5 END,
+                 completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                 last_activity_at = CASE ?3 WHEN 'last_activity' THEN last_activity_at
+                     ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END,
+                 status = ?2
+             WHERE id = ?1 AND status = 'in_progress'",
+        )?
+        .execute(params![
+            run_id,
+            finish.outcome.status(),
+            measure,
+            seconds,
+            disposition,
+            keep_recorded
+        ])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    // Read back rather than RETURNING: RETURNING shows the row before the
+    // triggers computed its tokens.
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM agent_runs r WHERE r.id = ?1"),
+        [run_id],
+        |r| run_from_row(r, 0),
+    )
+    .optional()
+}
+
+/// The tokens, in whole cents, that the run `run_id` would cost if it
+/// ended now (the `calculate_tokens` rule on its time so far).
+pub fn accrued_cents(conn: &Connection, run_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT (max(0, CAST(round((julianday('now') - julianday(created_at)) * 86400000) AS INTEGER) / 1000) * 13 + 5) / 10
+         FROM agent_runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )
+}
+
+/// What one answered LLM turn used and cost, as `llm_usage` keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmTurn {
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Micro-dollars; 0 for a model without a price.
+    pub cost_micros: u64,
+    /// Whether the price table knew the model.
+    pub priced: bool,
+}
+
+/// Records an answered turn of `run_id`; the `trigger_add_llm_costs`
+/// trigger adds its cost to the tenant's `api_costs` for today. Call it in
+/// the transaction that stores the turn.
+pub fn record_llm_turn(
+    conn: &Connection,
+    run_id: &str,
+    user_id: &str,
+    turn: &LlmTurn,
+) -> rusqlite::Result<()> {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO llm_usage (run_id, user_id, model, provider, prompt_tokens,
+                                completion_tokens, cost_micros, priced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        run_id,
+        user_id,
+        turn.model,
+        turn.provider,
+        count(turn.prompt_tokens),
+        count(turn.completion_tokens),
+        count(turn.cost_micros),
+        turn.priced
+    ])?;
+    Ok(())
+}
+
+/// One recorded turn, as the run detail shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmUsageRow {
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+    /// Dollars, to the micro-dollar.
+    pub cost: f64,
+    pub priced: bool,
+    pub created_at: String,
+}
+
+/// A run's LLM turns and their totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmUsage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+    pub cost: f64,
+    /// False when a turn's model had no price (it cost 0).
+    pub priced: bool,
+    pub turns: Vec<LlmUsageRow>,
+}
+
+/// Micro-dollars as dollars.
+pub fn dollars(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+/// The LLM turns of `run_id`, oldest first.
+pub fn llm_usage(conn: &Connection, run_id: &str) -> rusqlite::Result<LlmUsage> {
+    let turns: Vec<LlmUsageRow> = conn
+        .prepare_cached(
+            "SELECT provider, model, prompt_tokens, completion_tokens, cost_micros, priced, created_at
+             FROM llm_usage WHERE run_id = ?1 ORDER BY created_at, rowid",
+        )?
+        .query_map([run_id], |r| {
+            let cost_micros: i64 = r.get(4)?;
+            Ok(LlmUsageRow {
+                provider: r.get(0)?,
+                model: r.get(1)?,
+                prompt_tokens: r.get(2)?,
+                completion_tokens: r.get(3)?,
+                cost_micros,
+                cost: dollars(cost_micros),
+                priced: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let cost_micros = turns.iter().map(|t| t.cost_micros).sum();
+    Ok(LlmUsage {
+        prompt_tokens: turns.iter().map(|t| t.prompt_tokens).sum(),
+        completion_tokens: turns.iter().map(|t| t.completion_tokens).sum(),
+        cost_micros,
+        cost: dollars(cost_micros),
+        priced: turns.iter().all(|t| t.priced),
+        turns,
+    })
 }
 
 /// The database clock, RFC 3339 UTC with milliseconds, as every stored

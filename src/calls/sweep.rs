@@ -1,34 +1,50 @@
-//! Closing runs nobody will end: a browser closed mid-call, a server that
-//! crashed. Such a run would stay `in_progress` for ever, blocking the
-//! deletion of its agent; it is closed as failed, disposition `abandoned`
-//! (failed runs cost no tokens).
+//! Closing web calls nobody will end: a browser closed mid-call, a server
+//! that stopped. Such a run would stay `in_progress` for ever, blocking the
+//! deletion of its agent and a concurrent-call slot. The call took place, so
+//! it is closed as `completed` (disposition `abandoned`) and billed for the
+//! time from its start to its last activity: the silence after the last
+//! message is nobody's call. Phone calls are not swept here: Twilio's status
+//! callback ends them, and the restart reconciliation asks Twilio about the
+//! ones a stopped server left behind.
 
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
+use super::store::{self, Disposition, Finish, Measure, Outcome};
 use super::ABANDONED;
 use crate::db::{Db, DbError};
 
-/// Closes every run whose last activity is at least `idle_secs` old;
-/// `0` closes every run in progress (at startup: they belong to the previous
-/// process). Returns how many were closed. The duration recorded is the time
-/// from the start to the last activity, in whole seconds (rounded to the
-/// millisecond first: julianday differences are a hair off).
-pub fn close_idle_runs(conn: &Connection, idle_secs: u64) -> rusqlite::Result<usize> {
+/// Closes every web call whose last activity is at least `idle_secs` old;
+/// `0` closes every web call in progress (at startup: they belong to the
+/// previous process). Each goes through `store::finish_run`, so each is
+/// billed like any completed call. Returns how many were closed.
+pub fn close_idle_runs(conn: &mut Connection, idle_secs: u64) -> rusqlite::Result<usize> {
     let idle = i64::try_from(idle_secs).unwrap_or(i64::MAX);
-    conn.execute(
-        "UPDATE agent_runs
-         SET status = 'failed',
-             disposition = ?2,
-             completed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-             duration_seconds = max(0, CAST(round(
-                 (julianday(coalesce(last_activity_at, created_at)) - julianday(created_at)) * 86400000
-                 ) AS INTEGER) / 1000)
-         WHERE status = 'in_progress' AND type = 'WEB_CALL'
-           AND (julianday('now') - julianday(coalesce(last_activity_at, created_at))) * 86400 >= ?1",
-        rusqlite::params![idle, ABANDONED],
-    )
+    // One transaction: a message landing between the look and the close
+    // cannot have its run closed under it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let idle_runs: Vec<String> = tx
+        .prepare_cached(
+            "SELECT id FROM agent_runs
+             WHERE status = 'in_progress' AND type = 'WEB_CALL'
+               AND (julianday('now') - julianday(coalesce(last_activity_at, created_at))) * 86400 >= ?1",
+        )?
+        .query_map([idle], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let finish = Finish {
+        outcome: Outcome::Completed,
+        disposition: Disposition::Set(ABANDONED),
+        duration: Measure::UntilLastActivity,
+    };
+    let mut closed = 0;
+    for run_id in &idle_runs {
+        if store::finish_run(&tx, run_id, &finish)?.is_some() {
+            closed += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(closed)
 }
 
 /// How often to look: often enough that a run closes soon after its idle

@@ -12,11 +12,11 @@ use axum::{Form, Router};
 use rusqlite::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
-use super::agent_llm::{self, plan_llm};
+use super::agent_llm::{self, plan_llm, AgentReply};
 use super::phone::{hook_url, run_credentials};
 use super::reconcile;
-use super::routes::{greeting, MAX_TURNS};
-use super::store::{self, OwnedRun, Turn};
+use super::routes::{end_for_quota, greeting, quota_spent_during, MAX_TURNS};
+use super::store::{self, Disposition, LlmTurn, Outcome, OwnedRun, Turn};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::providers::twilio;
@@ -32,6 +32,7 @@ const APOLOGY: &str = "Sorry, I am having trouble answering right now. Could you
 const REPROMPT: &str = "Sorry, I did not catch that. Could you say it again?";
 const GOODBYE: &str = "This call has gone on for a long time; please call again. Goodbye.";
 const SILENT_GOODBYE: &str = "I have not heard anything, so I will hang up now. Goodbye.";
+const QUOTA_GOODBYE: &str = "This account has used up its calling time for this month, so I have to end the call now. Goodbye.";
 /// Prompts in a row that may go unanswered before the agent hangs up.
 const MAX_SILENT_PROMPTS: u32 = 2;
 
@@ -262,14 +263,25 @@ async fn touch_run(state: &AppState, run_id: &str) -> Result<(), Response> {
 }
 
 /// Appends `turns` to the run's transcript when it is still in progress
-/// (read again under the write lock: a status callback may have ended it).
-async fn append_turns(state: &AppState, run_id: &str, turns: Vec<Turn>) -> Result<(), Response> {
+/// (read again under the write lock: a status callback may have ended it),
+/// with the usage of the LLM turn that answered, if one did: recorded even
+/// when the run has ended meanwhile, because the provider charged for it.
+async fn append_turns(
+    state: &AppState,
+    run_id: &str,
+    turns: Vec<Turn>,
+    usage: Option<(String, LlmTurn)>,
+) -> Result<(), Response> {
     let run_id = run_id.to_string();
     state
         .db
         .write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            match store::run_with_owner(&tx, &run_id)? {
+            let found = store::run_with_owner(&tx, &run_id)?;
+            if let (Some(_), Some((owner, usage))) = (&found, &usage) {
+                store::record_llm_turn(&tx, &run_id, owner, usage)?;
+            }
+            match found {
                 Some((_, found)) if found.run.status == "in_progress" => {
                     let mut all = found.transcript;
                     all.extend(turns);
@@ -301,14 +313,14 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
     } else {
         Vec::new()
     };
-    append_turns(&state, &hook.run_id, turns).await?;
+    append_turns(&state, &hook.run_id, turns, None).await?;
     Ok(say_and_gather(&hook.public, &hook.run_id, &greeting, 0))
 }
 
 /// The agent's description, the tenant's LLM and the agent's reply to
 /// `speech`; `None` when any of it fails (logged), so the caller hears an
 /// apology instead of a dead line.
-async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<String> {
+async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<AgentReply> {
     let reply = async {
         let (owner, agent_id) = (hook.owner.clone(), hook.found.run.agent_id.clone());
         let (prompt, config) = state
@@ -375,6 +387,9 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
             hook.silences,
         ));
     };
+    if quota_spent(&state, &hook).await? {
+        return Ok(hang_up(Some(QUOTA_GOODBYE)));
+    }
     let said_at = db_now(&state).await?;
     let Some(reply) = agent_reply(&state, &hook, &speech).await else {
         // Like a failed web message: the run stays as it was, and the
@@ -391,22 +406,54 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
         },
         Turn {
             role: "assistant".into(),
-            content: reply.clone(),
+            content: reply.text.clone(),
             at: replied_at,
         },
     ];
-    append_turns(&state, &hook.run_id, turns).await?;
-    Ok(say_and_gather(&hook.public, &hook.run_id, &reply, 0))
+    append_turns(
+        &state,
+        &hook.run_id,
+        turns,
+        Some((hook.owner.clone(), reply.usage)),
+    )
+    .await?;
+    Ok(say_and_gather(&hook.public, &hook.run_id, &reply.text, 0))
+}
+
+/// Checked before every LLM turn, as for a web call: when the month's
+/// tokens (this call's time so far included) are spent, the call is ended
+/// here (completed, `quota_exceeded`, billed by the server's clock from its
+/// start), and the caller hears a goodbye. The status callback that follows
+/// the hang-up finds the run ended and changes nothing.
+async fn quota_spent(state: &AppState, hook: &Hook) -> Result<bool, Response> {
+    let (owner, run_id) = (hook.owner.clone(), hook.run_id.clone());
+    let ended = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !quota_spent_during(&tx, &owner, &run_id)? {
+                return Ok(false);
+            }
+            if end_for_quota(&tx, &owner, &run_id)?.is_some() {
+                tracing::info!(run_id = %run_id, "ended a phone call: the month's tokens are spent");
+            }
+            touch(&tx, &run_id)?;
+            tx.commit()?;
+            Ok::<_, ApiError>(true)
+        })
+        .await
+        .map_err(fault)?;
+    Ok(ended)
 }
 
 /// Twilio's final `CallStatus` → the run's status and disposition; `None`
 /// for a call still under way (queued, ringing, in-progress).
-pub(super) fn outcome(call_status: &str) -> Option<(&'static str, &'static str)> {
+pub(super) fn outcome(call_status: &str) -> Option<(Outcome, &'static str)> {
     match call_status {
-        "completed" => Some(("completed", "user_hangup")),
-        "busy" => Some(("failed", "busy")),
-        "no-answer" => Some(("failed", "no_answer")),
-        "failed" | "canceled" => Some(("failed", "failed")),
+        "completed" => Some((Outcome::Completed, "user_hangup")),
+        "busy" => Some((Outcome::Failed, "busy")),
+        "no-answer" => Some((Outcome::Failed, "no_answer")),
+        "failed" | "canceled" => Some((Outcome::Failed, "failed")),
         _ => None,
     }
 }
@@ -481,7 +528,16 @@ async fn on_status(State(state): State<AppState>, hook: Hook) -> Result<Response
                 // call was stored: the SID is the call Twilio confirmed.
                 store::set_call_sid(c, &run_id, &call_sid)?;
             }
-            reconcile::close(c, &run_id, status, disposition, duration).map_err(ApiError::from)
+            // A disposition recorded during the call (the silent caller's
+            // user_idle_max_duration_exceeded) is kept.
+            reconcile::close(
+                c,
+                &run_id,
+                status,
+                Disposition::Unless(disposition),
+                duration,
+            )
+            .map_err(ApiError::from)
         })
         .await
         .map_err(fault)?;
@@ -543,10 +599,13 @@ mod tests {
 
     #[test]
     fn final_call_statuses_map_to_run_outcomes() {
-        assert_eq!(outcome("completed"), Some(("completed", "user_hangup")));
-        assert_eq!(outcome("busy"), Some(("failed", "busy")));
-        assert_eq!(outcome("no-answer"), Some(("failed", "no_answer")));
-        assert_eq!(outcome("canceled"), Some(("failed", "failed")));
+        assert_eq!(
+            outcome("completed"),
+            Some((Outcome::Completed, "user_hangup"))
+        );
+        assert_eq!(outcome("busy"), Some((Outcome::Failed, "busy")));
+        assert_eq!(outcome("no-answer"), Some((Outcome::Failed, "no_answer")));
+        assert_eq!(outcome("canceled"), Some((Outcome::Failed, "failed")));
         assert_eq!(outcome("ringing"), None);
     }
 

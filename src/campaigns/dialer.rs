@@ -281,7 +281,7 @@ async fn place(
             state
                 .db
                 .write(move |c| {
-                    reconcile::close(c, &run_id, "failed", NOT_PLACED, None)?;
+                    reconcile::close_unplaced(c, &run_id, NOT_PLACED)?;
                     store::pause_running(c, &campaign_id, &reason).map_err(ApiError::from)
                 })
                 .await?;
@@ -293,7 +293,7 @@ async fn place(
             state
                 .db
                 .write(move |c| {
-                    reconcile::close(c, &run_id, "failed", NOT_PLACED, None).map_err(ApiError::from)
+                    reconcile::close_unplaced(c, &run_id, NOT_PLACED).map_err(ApiError::from)
                 })
                 .await?;
         }
@@ -303,7 +303,7 @@ async fn place(
             state
                 .db
                 .write(move |c| {
-                    reconcile::close(c, &run_id, "failed", "failed", None).map_err(ApiError::from)
+                    reconcile::close_unplaced(c, &run_id, "failed").map_err(ApiError::from)
                 })
                 .await?;
         }

@@ -25,7 +25,7 @@ pub const NEW_TABLES: [&str; 4] = [
     "subscriptions",
     "admin_audit_logs",
 ];
-pub const TRIGGERS: [(&str, &str); 6] = [
+pub const TRIGGERS: [(&str, &str); 7] = [
     ("increment_agent_runs", "agent_runs"),
     ("calculate_tokens", "agent_runs"),
     ("enforce_agent_limit", "agents"),
@@ -33,6 +33,8 @@ pub const TRIGGERS: [(&str, &str); 6] = [
     ("trigger_create_default_subscription", "users"),
     // This edition's: a campaign call's end sets its contact's outcome.
     ("campaign_contact_outcome", "agent_runs"),
+    // Version 9: LLM costs into api_costs.
+    ("trigger_add_llm_costs", "llm_usage"),
 ];
 /// email, role, tier, max_agents, monthly_token_quota of an admin.
 type AdminRow = (String, String, String, i64, i64);

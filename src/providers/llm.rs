@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{read_capped, CappedRead};
-use crate::http::error::ApiError;
 
 /// The most of a provider's answer read into memory: a reply is a few
 /// kilobytes, and a misbehaving server must not exhaust ours.
@@ -49,17 +47,19 @@ pub enum LlmError {
     BadReply,
 }
 
-impl LlmError {
-    /// The 502 the tenant sees, naming the provider. Never the provider's own
-    /// error text: it may quote part of the key.
-    pub fn into_api_error(self, provider: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "PROVIDER_ERROR",
-            format!("The LLM provider ({provider}) {self}"),
-        )
-        .with("provider", json!(provider))
-    }
+/// The tokens one request used, as the provider counted them (its
+/// `usage` object); a provider that sends none counts as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The assistant's answer to a chat request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub usage: Usage,
 }
 
 /// The `/chat/completions` URL under `base`.
@@ -67,13 +67,13 @@ pub fn completions_url(base: &str) -> String {
     format!("{}/chat/completions", base.trim_end_matches('/'))
 }
 
-/// Sends `messages` and returns the assistant's reply text.
+/// Sends `messages` and returns the assistant's reply and what it used.
 pub async fn chat(
     client: &reqwest::Client,
     target: &Target<'_>,
     messages: &[ChatMessage],
     timeout_secs: u64,
-) -> Result<String, LlmError> {
+) -> Result<Reply, LlmError> {
     let body = json!({
         "model": target.model,
         "messages": messages,
@@ -110,12 +110,32 @@ pub async fn chat(
             CappedRead::TooLarge => LlmError::BadReply,
             CappedRead::Failed(e) => send_error(e),
         })?;
-    reply_text(&raw).ok_or(LlmError::BadReply)
+    parse_reply(&raw).ok_or(LlmError::BadReply)
 }
 
-/// `choices[0].message.content`, trimmed, when it says something.
-fn reply_text(raw: &[u8]) -> Option<String> {
+/// `choices[0].message.content`, trimmed, when it says something, with
+/// `usage.prompt_tokens` and `usage.completion_tokens` (0 when absent or
+/// not a count).
+fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let value: Value = serde_json::from_slice(raw).ok()?;
+    let text = reply_text(&value)?;
+    let count = |name: &str| {
+        value
+            .get("usage")
+            .and_then(|u| u.get(name))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Some(Reply {
+        text,
+        usage: Usage {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+        },
+    })
+}
+
+fn reply_text(value: &Value) -> Option<String> {
     let text = value
         .get("choices")?
         .get(0)?
@@ -145,21 +165,27 @@ mod tests {
     #[test]
     fn the_reply_is_the_first_choice_and_must_say_something() {
         let ok = br#"{"choices":[{"message":{"role":"assistant","content":"  Hi there \n"}}]}"#;
-        assert_eq!(reply_text(ok).as_deref(), Some("Hi there"));
-        assert_eq!(reply_text(br#"{"choices":[]}"#), None);
-        assert_eq!(
-            reply_text(br#"{"choices":[{"message":{"content":"  "}}]}"#),
-            None
-        );
-        assert_eq!(reply_text(b"<html>busy</html>"), None);
+        let text = |raw: &[u8]| parse_reply(raw).map(|r| r.text);
+        assert_eq!(text(ok).as_deref(), Some("Hi there"));
+        assert_eq!(text(br#"{"choices":[]}"#), None);
+        assert_eq!(text(br#"{"choices":[{"message":{"content":"  "}}]}"#), None);
+        assert_eq!(text(b"<html>busy</html>"), None);
     }
 
     #[test]
-    fn the_tenant_sees_the_provider_named_and_never_its_text() {
-        let e = LlmError::Status(500).into_api_error("groq");
-        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
-        assert_eq!(e.code, "PROVIDER_ERROR");
-        assert_eq!(e.message, "The LLM provider (groq) failed (HTTP 500)");
-        assert_eq!(e.extra["provider"], "groq");
+    fn usage_is_read_when_given_and_zero_when_not() {
+        let with = br#"{"choices":[{"message":{"content":"Hi"}}],
+                        "usage":{"prompt_tokens":120,"completion_tokens":7,"total_tokens":127}}"#;
+        assert_eq!(
+            parse_reply(with).unwrap().usage,
+            Usage {
+                prompt_tokens: 120,
+                completion_tokens: 7
+            }
+        );
+        let without = br#"{"choices":[{"message":{"content":"Hi"}}]}"#;
+        assert_eq!(parse_reply(without).unwrap().usage, Usage::default());
+        let odd = br#"{"choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":-3,"completion_tokens":"9"}}"#;
+        assert_eq!(parse_reply(odd).unwrap().usage, Usage::default());
     }
 }

@@ -3,6 +3,7 @@
 pub mod deepgram;
 pub mod groq;
 pub mod llm;
+pub mod llm_prices;
 pub mod twilio;
 
 use std::time::Duration;

@@ -127,6 +127,8 @@ pub struct ReportRun {
     pub completed_at: String,
     pub duration_seconds: i64,
     pub tokens: f64,
+    /// What its LLM turns cost, in micro-dollars.
+    pub api_costs_micros: i64,
 }
 
 /// Dispositions that count as a transfer to a person: the first edition
@@ -165,6 +167,9 @@ pub struct DailyReport {
     pub total_calls: usize,
     pub total_duration_seconds: i64,
     pub total_tokens: f64,
+    /// What the LLM turns of these runs cost, in dollars (summed in
+    /// micro-dollars, so it matches the turns exactly).
+    pub total_api_costs: f64,
     pub transfers: usize,
     pub dispositions: BTreeMap<String, usize>,
     pub duration_buckets: BTreeMap<&'static str, usize>,
@@ -197,6 +202,8 @@ impl DailyReport {
             total_calls: runs.len(),
             total_duration_seconds: runs.iter().map(|r| r.duration_seconds).sum(),
             total_tokens: cents as f64 / 100.0,
+            total_api_costs: runs.iter().map(|r| r.api_costs_micros).sum::<i64>() as f64
+                / 1_000_000.0,
             transfers,
             dispositions,
             duration_buckets,

@@ -18,7 +18,7 @@ use crate::agents::routes::find_agent;
 use crate::agents::LimitsInfo;
 use crate::auth::extract::CurrentUser;
 use crate::auth::store;
-use crate::calls::store::{run_from_row, Run, RUN_COLUMNS};
+use crate::calls::store::{dollars, run_from_row, Run, RUN_COLUMNS};
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
 use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
@@ -129,13 +129,19 @@ async fn agent_filter(
     Ok(Some(find_agent(state, user_id.to_string(), id).await?.id))
 }
 
-/// A run with its agent's name, as the history lists it.
+/// A run with its agent's name and what its LLM turns cost (dollars), as
+/// the history lists it.
 #[derive(Serialize)]
 struct HistoryRun {
     #[serde(flatten)]
     run: Run,
     agent_name: String,
+    api_costs: f64,
 }
+
+/// The micro-dollars the LLM turns of run `r` cost (`llm_usage`).
+const RUN_LLM_COST: &str =
+    "(SELECT coalesce(sum(u.cost_micros), 0) FROM llm_usage u WHERE u.run_id = r.id)";
 
 async fn history(
     State(state): State<AppState>,
@@ -188,13 +194,14 @@ async fn history(
                 .page_of(
                     c,
                     "agent_runs r JOIN agents a ON a.id = r.agent_id",
-                    &format!("{RUN_COLUMNS}, a.name"),
+                    &format!("{RUN_COLUMNS}, a.name, {RUN_LLM_COST}"),
                     "r.created_at DESC, r.rowid DESC",
                     page,
                     |r| {
                         Ok(HistoryRun {
                             run: run_from_row(r, 0)?,
                             agent_name: r.get(14)?,
+                            api_costs: dollars(r.get(15)?),
                         })
                     },
                 )
@@ -234,7 +241,7 @@ async fn report_runs(
         .read(move |c| {
             c.prepare(&format!(
                 "SELECT r.id, a.name, r.phone_number, r.disposition, r.completed_at,
-                        r.duration_seconds, r.groq_tokens
+                        r.duration_seconds, r.groq_tokens, {RUN_LLM_COST}
                  FROM agent_runs r JOIN agents a ON a.id = r.agent_id
                  WHERE {} ORDER BY r.completed_at, r.rowid",
                 filter.where_sql()
@@ -248,6 +255,7 @@ async fn report_runs(
                     completed_at: r.get(4)?,
                     duration_seconds: r.get(5)?,
                     tokens: r.get(6)?,
+                    api_costs_micros: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()

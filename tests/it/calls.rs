@@ -29,11 +29,13 @@ pub enum Mode {
     Slow = 2,
 }
 
-/// One request the stand-in received.
+/// One request the stand-in received, and the `usage` it answered with.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub authorization: Option<String>,
     pub body: Value,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 #[derive(Default)]
@@ -53,15 +55,22 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let n = {
+    // Token counts that differ from request to request, as a real
+    // provider's do, so a sum of costs cannot come out right by accident.
+    let messages = body["messages"].as_array().map_or(0, Vec::len) as u64;
+    let (n, prompt_tokens, completion_tokens) = {
         let mut seen = s.seen.lock().unwrap();
+        let n = seen.len() as u64 + 1;
+        let (prompt_tokens, completion_tokens) = (100 * messages + n, 10 + n);
         seen.push(Seen {
             authorization: headers
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_string()),
             body: body.clone(),
+            prompt_tokens,
+            completion_tokens,
         });
-        seen.len()
+        (n, prompt_tokens, completion_tokens)
     };
     match s.mode.load(Ordering::SeqCst) {
         1 => (
@@ -84,7 +93,8 @@ async fn completions(
                 "model": body["model"],
                 "choices": [{ "index": 0, "finish_reason": "stop",
                               "message": { "role": "assistant", "content": format!("Reply {n} to: {last}") } }],
-                "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 },
+                "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens },
             }))
             .into_response()
         }
@@ -143,7 +153,7 @@ pub async fn start_call(app: &TestApp, who: &Tenant, agent: &str) -> (String, Va
     (body["data"]["run_id"].as_str().unwrap().to_string(), body)
 }
 
-async fn say(
+pub async fn say(
     app: &TestApp,
     who: &Tenant,
     run: &str,
@@ -177,6 +187,16 @@ pub fn backdate_start(app: &TestApp, run: &str, secs: i64) {
         .execute(
             "UPDATE agent_runs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
             rusqlite::params![run, format!("-{secs} seconds")],
+        )
+        .unwrap();
+}
+
+/// Sets `who`'s monthly token quota, as an admin's change of limits would.
+pub fn set_quota(app: &TestApp, who: &Tenant, tokens: i64) {
+    db(app)
+        .execute(
+            "UPDATE users SET monthly_token_quota = ?2 WHERE id = ?1",
+            rusqlite::params![who.id, tokens],
         )
         .unwrap();
 }
@@ -306,8 +326,8 @@ async fn a_web_call_runs_from_start_to_end_with_the_llm() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // Ending: the server measures the duration (a client's is not even
-    // read), the triggers bill it.
-    assert_eq!(usage_today(&app, &t.id), None);
+    // read), the triggers bill it. Until then only the LLM's cost is counted.
+    assert_eq!(usage_today(&app, &t.id), Some((0, 0, 0.0)));
     backdate_start(&app, &run, 60);
     let (status, body) = end(
         &app,
@@ -523,12 +543,7 @@ async fn calls_are_refused_without_a_key_or_quota() {
     assert_eq!(status, 200, "{body}");
 
     // A quota of 1 token: a 100 s call (1.30 tokens) spends it.
-    db(&app)
-        .execute(
-            "UPDATE users SET monthly_token_quota = 1 WHERE id = ?1",
-            [&t.id],
-        )
-        .unwrap();
+    set_quota(&app, &t, 1);
     backdate_start(&app, &run, 100);
     let (status, _) = end(&app, &t, &run, json!({})).await;
     assert_eq!(status, 200);
@@ -751,8 +766,23 @@ pub fn run_state(conn: &rusqlite::Connection, run: &str) -> (String, Option<Stri
     .unwrap()
 }
 
+/// Writes a phone-call run of `agent`, in progress, as `place_call` leaves
+/// one once Twilio accepted it (without needing a Twilio stand-in).
+pub fn insert_phone_run(app: &TestApp, agent: &str) -> String {
+    db(app)
+        .query_row(
+            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at, call_sid)
+             VALUES ('WR-TEL-' || lower(hex(randomblob(4))), ?1, 'PHONE_CALL', '+14155550199',
+                     strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours'), 'CA00000000000000000000000000000009')
+             RETURNING id",
+            [agent],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 #[tokio::test]
-async fn idle_runs_are_closed_as_abandoned() {
+async fn an_abandoned_web_call_is_closed_as_completed_and_billed_for_its_time() {
     let stub = LlmStub::start().await;
     let app = app_with(&stub).await;
     let t = tenant(&app, "idle@example.com").await;
@@ -760,7 +790,13 @@ async fn idle_runs_are_closed_as_abandoned() {
     let agent = create_agent(&app, &t, "Idle").await;
     let (stale, _) = start_call(&app, &t, &agent).await;
     let (fresh, _) = start_call(&app, &t, &agent).await;
-    let conn = db(&app);
+    let phone = insert_phone_run(&app, &agent);
+    // Four answered turns, then the browser went away.
+    for n in 1..=4 {
+        let (status, body) = say(&app, &t, &stale, &format!("Question {n}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut conn = db(&app);
     conn.execute(
         "UPDATE agent_runs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours'),
                 last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hours') WHERE id = ?1",
@@ -769,39 +805,151 @@ async fn idle_runs_are_closed_as_abandoned() {
     .unwrap();
 
     // The sweep the server runs every so often, called directly.
-    let closed = voxflow::calls::sweep::close_idle_runs(&conn, 1800).unwrap();
+    let closed = voxflow::calls::sweep::close_idle_runs(&mut conn, 1800).unwrap();
     assert_eq!(closed, 1);
     assert_eq!(
         run_state(&conn, &stale),
-        ("failed".to_string(), Some("abandoned".to_string()))
+        ("completed".to_string(), Some("abandoned".to_string()))
     );
     assert_eq!(run_state(&conn, &fresh).0, "in_progress");
+    // A phone call is Twilio's to end, however quiet: not swept.
+    assert_eq!(run_state(&conn, &phone), ("in_progress".to_string(), None));
     let (_, r) = get(&app, &format!("/api/calls/run/{stale}"), Some(&t.token)).await;
-    assert_eq!(r["data"]["status"], "failed");
+    assert_eq!(r["data"]["status"], "completed");
     assert_eq!(
         r["data"]["duration_seconds"], 3600,
         "start to last activity"
     );
-    assert_eq!(r["data"]["groq_tokens"].as_f64().unwrap(), 0.0);
-    // Failed runs cost nothing and are over.
-    assert_eq!(usage_today(&app, &t.id), None);
+    assert_eq!(r["data"]["groq_tokens"].as_f64().unwrap(), tokens_for(3600));
+    assert_eq!(r["data"]["transcript"].as_array().unwrap().len(), 9);
+    assert_eq!(r["data"]["llm_usage"]["turns"].as_array().unwrap().len(), 4);
+    // Billed as any completed call: today's usage, the dashboard, the agent.
+    assert_eq!(usage_today(&app, &t.id), Some((1, 3600, tokens_for(3600))));
+    let (_, d) = get(&app, "/api/usage/dashboard", Some(&t.token)).await;
+    assert_eq!(d["data"]["tokens_used"].as_f64().unwrap(), tokens_for(3600));
+    assert_eq!(d["data"]["calls"], 1);
+    assert_eq!(d["data"]["duration"], 3600);
+    let (_, a) = get(&app, &format!("/api/agents/{agent}"), Some(&t.token)).await;
+    assert_eq!(a["data"]["total_runs"], 1);
+    // Over is over, and a second sweep counts nothing twice.
     let (status, _) = end(&app, &t, &stale, json!({})).await;
     assert_eq!(status, 409);
     let (status, _) = say(&app, &t, &stale, "Hello?").await;
     assert_eq!(status, 409);
-    // Activity keeps a run alive: a message moves last_activity_at.
     conn.execute(
         "UPDATE agent_runs SET last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hours') WHERE id = ?1",
         [&fresh],
     )
     .unwrap();
+    // Activity keeps a run alive: a message moves last_activity_at.
     let (status, _) = say(&app, &t, &fresh, "Still here").await;
     assert_eq!(status, 200);
     assert_eq!(
-        voxflow::calls::sweep::close_idle_runs(&conn, 1800).unwrap(),
+        voxflow::calls::sweep::close_idle_runs(&mut conn, 1800).unwrap(),
         0
     );
     assert_eq!(run_state(&conn, &fresh).0, "in_progress");
+    assert_eq!(usage_today(&app, &t.id), Some((1, 3600, tokens_for(3600))));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_quota_reached_mid_call_ends_it_billed_with_a_402() {
+    let stub = LlmStub::start().await;
+    let app = app_with(&stub).await;
+    let t = tenant(&app, "spent@example.com").await;
+    set_tier(&app, &t, "pro");
+    let agent = create_agent(&app, &t, "Meter").await;
+    let (run, _) = start_call(&app, &t, &agent).await;
+    let (status, _) = say(&app, &t, &run, "First question").await;
+    assert_eq!(status, 200);
+
+    // A quota of 1 token, and this call has run 100 s (1.30 tokens): no
+    // call has ended this month, but this one's own time spends it.
+    set_quota(&app, &t, 1);
+    backdate_start(&app, &run, 100);
+    let (status, body) = say(&app, &t, &run, "Second question").await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["code"], "QUOTA_EXCEEDED");
+    let r = &body["run"];
+    assert_eq!(r["id"], run.as_str());
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["disposition"], "quota_exceeded");
+    let secs = r["duration_seconds"].as_i64().unwrap();
+    assert!((100..=102).contains(&secs), "{secs}");
+    assert_eq!(r["groq_tokens"].as_f64().unwrap(), tokens_for(secs));
+    assert_eq!(
+        body["usage"]["tokens_used"].as_f64().unwrap(),
+        tokens_for(secs)
+    );
+    // The LLM was not asked for the refused turn, nor was it stored.
+    assert_eq!(stub.seen().len(), 1);
+    assert_eq!(r["transcript"].as_array().unwrap().len(), 3);
+    assert_eq!(usage_today(&app, &t.id), Some((1, secs, tokens_for(secs))));
+    let (_, stored) = get(&app, &format!("/api/calls/run/{run}"), Some(&t.token)).await;
+    assert_eq!(stored["data"]["status"], "completed");
+    assert_eq!(stored["data"]["disposition"], "quota_exceeded");
+    // Ended once: the end that follows is a 409 and bills nothing more.
+    let (status, body) = end(&app, &t, &run, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(usage_today(&app, &t.id), Some((1, secs, tokens_for(secs))));
+
+    // A call whose own time is nothing yet is ended too once another call
+    // spent the month: the quota is checked before every turn, not only at
+    // the start.
+    set_quota(&app, &t, 3);
+    let (live, _) = start_call(&app, &t, &agent).await;
+    let (other, _) = start_call(&app, &t, &agent).await;
+    assert_eq!(say(&app, &t, &live, "Hi").await.0, 200);
+    backdate_start(&app, &other, 200);
+    assert_eq!(end(&app, &t, &other, json!({})).await.0, 200);
+    let (status, body) = say(&app, &t, &live, "Still there?").await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["run"]["status"], "completed");
+    assert_eq!(body["run"]["disposition"], "quota_exceeded");
+    assert_eq!(usage_today(&app, &t.id).unwrap().0, 3);
+    assert_eq!(stub.seen().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn web_messages_and_ends_refuse_a_phone_call_and_change_nothing() {
+    let stub = LlmStub::start().await;
+    let app = app_with(&stub).await;
+    let t = tenant(&app, "notweb@example.com").await;
+    set_tier(&app, &t, "pro");
+    let agent = create_agent(&app, &t, "Dialer").await;
+    let phone = insert_phone_run(&app, &agent);
+    // Everything an end or a message could change.
+    let stored = || -> (String, Option<String>, i64, Option<String>, Option<String>) {
+        db(&app)
+            .query_row(
+                "SELECT status, disposition, duration_seconds, completed_at, transcript_text FROM agent_runs WHERE id = ?1",
+                [&phone],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .unwrap()
+    };
+    let before = stored();
+    let (status, body) = say(&app, &t, &phone, "Hello?").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "NOT_A_WEB_CALL");
+    let (status, body) = end(&app, &t, &phone, json!({ "disposition": "agent_hangup" })).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "NOT_A_WEB_CALL");
+    let after = stored();
+    assert_eq!(after, before);
+    assert_eq!(before.0, "in_progress");
+    assert!(stub.seen().is_empty(), "the LLM was not asked");
+    assert_eq!(usage_today(&app, &t.id), None);
     app.stop().await;
 }
 
@@ -827,7 +975,8 @@ async fn the_server_closes_idle_runs_by_itself_and_at_startup() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, r) = get(&app, &format!("/api/calls/run/{run}"), Some(&t.token)).await;
-        if r["data"]["status"] == "failed" {
+        if r["data"]["status"] != "in_progress" {
+            assert_eq!(r["data"]["status"], "completed");
             assert_eq!(r["data"]["disposition"], "abandoned");
             break;
         }
@@ -836,16 +985,37 @@ async fn the_server_closes_idle_runs_by_itself_and_at_startup() {
     }
     app.stop().await;
 
-    // A run left in progress by a stopped server is closed when the next
-    // one starts, however long its idle time.
+    // A web call left in progress by a stopped server is closed when the
+    // next one starts, however long its idle time, and billed up to its
+    // last activity. A phone call is left to Twilio's callback.
     let app = start(3600).await;
     let (run, _) = start_call(&app, &t, &agent).await;
+    // This server's data folder is not the TestApp's own.
+    let conn = voxflow::db::open_connection(&voxflow::config::db_path(data.path()), false).unwrap();
+    conn.execute(
+        "UPDATE agent_runs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 seconds'),
+                last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-10 seconds') WHERE id = ?1",
+        [&run],
+    )
+    .unwrap();
+    let phone: String = conn
+        .query_row(
+            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number)
+             VALUES ('WR-TEL-RESTART', ?1, 'PHONE_CALL', '+14155550199') RETURNING id",
+            [&agent],
+            |r| r.get(0),
+        )
+        .unwrap();
     app.stop().await;
     let app = start(3600).await;
     assert_eq!(app.report().abandoned_runs, 1);
     let (_, r) = get(&app, &format!("/api/calls/run/{run}"), Some(&t.token)).await;
-    assert_eq!(r["data"]["status"], "failed");
+    assert_eq!(r["data"]["status"], "completed");
     assert_eq!(r["data"]["disposition"], "abandoned");
+    assert_eq!(r["data"]["duration_seconds"], 30);
+    assert_eq!(r["data"]["groq_tokens"].as_f64().unwrap(), tokens_for(30));
+    let (_, p) = get(&app, &format!("/api/calls/run/{phone}"), Some(&t.token)).await;
+    assert_eq!(p["data"]["status"], "in_progress");
     app.stop().await;
 }
 

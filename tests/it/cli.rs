@@ -211,7 +211,8 @@ fn verify_names_what_is_missing() {
     let conn = Connection::open(db_path(&data)).unwrap();
     conn.execute_batch(
         "DROP VIEW current_month_usage;
-         DROP TRIGGER trigger_create_default_subscription;",
+         DROP TRIGGER trigger_create_default_subscription;
+         DROP TRIGGER trigger_add_llm_costs;",
     )
     .unwrap();
     drop(conn);
@@ -224,6 +225,7 @@ fn verify_names_what_is_missing() {
         report.contains("trigger_create_default_subscription"),
         "{report}"
     );
+    assert!(report.contains("trigger_add_llm_costs"), "{report}");
     assert!(report.contains("FAIL"), "{report}");
 
     // Without a database, verify says so instead of creating one.
@@ -464,4 +466,29 @@ fn the_database_opens_in_the_system_sqlite3_shell() {
         "{}",
         describe(&out)
     );
+}
+
+#[test]
+fn a_bad_llm_price_table_stops_serve_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, says) in [
+        (
+            r#"{"llama-3.3-70b-versatile": {"input": -1, "output": 0.79}}"#,
+            "input price",
+        ),
+        (r#"{"m": {"input": 1}}"#, "JSON object"),
+        ("/no/such/voxflow-prices.json", "cannot read"),
+    ] {
+        let out = run(voxflow_cmd(dir.path())
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env("VOXFLOW_LLM_PRICES", bad));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("VOXFLOW_LLM_PRICES") || stderr.contains("--llm-prices"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+        assert!(!db_path(dir.path()).exists(), "nothing was started");
+    }
 }

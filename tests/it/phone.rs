@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
 use crate::auth::post;
-use crate::calls::{run_state, start_call, usage_today, LlmStub, Mode};
+use crate::calls::{
+    backdate_start, run_state, set_quota, start_call, tokens_for, usage_today, LlmStub, Mode,
+};
 use crate::common::TestApp;
 
 pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -282,12 +284,7 @@ async fn phone_calls_are_refused_until_the_tenant_and_server_are_set_up() {
     let (status, body) = start_phone(&app, &other, &agent, TO).await;
     assert_eq!(status, 404, "{body}");
 
-    db(&app)
-        .execute(
-            "UPDATE users SET monthly_token_quota = 0 WHERE id = ?1",
-            [&t.id],
-        )
-        .unwrap();
+    set_quota(&app, &t, 0);
     let (status, body) = start_phone(&app, &t, &agent, TO).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["code"], "QUOTA_EXCEEDED");
@@ -739,5 +736,82 @@ async fn a_silent_caller_is_prompted_again_then_hung_up_on() {
     assert_eq!(state, "completed");
     assert_eq!(disposition, "user_idle_max_duration_exceeded");
     assert_eq!(tokens, 0.39);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_phone_call_is_metered_per_turn_and_ended_when_the_quota_runs_out() {
+    let twilio = TwilioStub::start().await;
+    let llm = LlmStub::start().await;
+    let app = app_with(&twilio.base, &llm, Some(PUBLIC)).await;
+    let (t, agent) = ready_tenant(&app, "metered@example.com").await;
+    let (status, body) = start_phone(&app, &t, &agent, TO).await;
+    assert_eq!(status, 200, "{body}");
+    let run = body["data"]["run_id"].as_str().unwrap().to_string();
+    let (status, _, _) = hook(&app, "webhook", &run, &[("CallStatus", "in-progress")]).await;
+    assert_eq!(status, 200);
+
+    // An answered turn is recorded with the stand-in's usage and its price.
+    let (status, _, xml) = hook(&app, "gather", &run, &[("SpeechResult", "Hello there")]).await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(xml.contains("Reply 1 to: Hello there"), "{xml}");
+    let seen = llm.seen();
+    let expected = (seen[0].prompt_tokens as i64 * 590_000
+        + seen[0].completion_tokens as i64 * 790_000
+        + 500_000)
+        / 1_000_000;
+    let (turns, prompt, cost): (i64, i64, i64) = db(&app)
+        .query_row(
+            "SELECT count(*), sum(prompt_tokens), sum(cost_micros) FROM llm_usage WHERE run_id = ?1",
+            [&run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (turns, prompt, cost),
+        (1, seen[0].prompt_tokens as i64, expected)
+    );
+
+    // The quota is 1 token and the call has run 100 s (1.30 tokens): the
+    // next turn says goodbye and hangs up, and the run is ended and billed.
+    set_quota(&app, &t, 1);
+    backdate_start(&app, &run, 100);
+    let (status, _, xml) = hook(&app, "gather", &run, &[("SpeechResult", "And then?")]).await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        xml.contains("used up") && xml.ends_with("<Hangup/></Response>"),
+        "{xml}"
+    );
+    assert!(!xml.contains("<Gather"), "{xml}");
+    assert_eq!(llm.seen().len(), 1, "the LLM was not asked");
+    let row = || -> (String, Option<String>, i64, f64) {
+        db(&app)
+            .query_row(
+                "SELECT status, disposition, duration_seconds, groq_tokens FROM agent_runs WHERE id = ?1",
+                [&run],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+    };
+    let (state, disposition, secs, tokens) = row();
+    assert_eq!(
+        (state.as_str(), disposition.as_deref()),
+        ("completed", Some("quota_exceeded"))
+    );
+    assert!((100..=102).contains(&secs), "{secs}");
+    assert_eq!(tokens, tokens_for(secs));
+    assert_eq!(usage_today(&app, &t.id), Some((1, secs, tokens_for(secs))));
+
+    // Twilio's status callback after the hang-up changes nothing.
+    let (status, _, _) = hook(
+        &app,
+        "status",
+        &run,
+        &[("CallStatus", "completed"), ("CallDuration", "97")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(row(), (state, disposition, secs, tokens));
+    assert_eq!(usage_today(&app, &t.id), Some((1, secs, tokens_for(secs))));
     app.stop().await;
 }

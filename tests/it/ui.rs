@@ -365,6 +365,7 @@ async fn a_tenant_registers_creates_an_agent_and_talks_to_it_in_the_browser() {
     // Usage shows the call; signing out returns to the login form.
     browser.goto(&app.url("/#/usage")).await;
     browser.wait_text("#usage-calls", "2").await;
+    browser.wait_text("#usage-costs", "LLM costs (USD)").await;
     browser.click("#logout").await;
     browser.find("#login-form").await;
     let (status, _) = crate::auth::get(&app, "/api/auth/me", None).await;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::agents::{create_agent, db, tenant, Tenant};
-use crate::auth::{admin_token, get, put};
+use crate::auth::{admin_token, get, post, put};
 use crate::calls::{backdate_start, end, start_call, tokens_for};
 use crate::common::{utc_today, TestApp};
 
@@ -637,5 +637,152 @@ async fn the_csv_download_quotes_fields_and_neutralises_formulas() {
         .starts_with("application/json"));
     let (status, _) = get(&app, "/api/reports/download?date=2025-06-01", None).await;
     assert_eq!(status, 401);
+    app.stop().await;
+}
+
+async fn dashboard_of(app: &TestApp, who: &Tenant) -> Value {
+    let (status, body) = get(app, "/api/usage/dashboard", Some(&who.token)).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
+
+/// Sets the tenant's LLM model, starts a web call and has one answered
+/// turn; the run's id.
+async fn one_turn_with(app: &TestApp, who: &Tenant, agent: &str, model: &str) -> String {
+    let (status, body) = post(
+        app,
+        "/api/config/service",
+        Some(&who.token),
+        json!({ "llm_model": model }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (run, _) = start_call(app, who, agent).await;
+    let (status, body) = crate::calls::say(app, who, &run, "One question").await;
+    assert_eq!(status, 200, "{body}");
+    run
+}
+
+/// Micro-dollars as a figure the API shows in dollars, back to micro-dollars.
+fn micros(dollars: &Value) -> i64 {
+    (dollars
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {dollars}"))
+        * 1e6)
+        .round() as i64
+}
+
+/// What the stand-in's turn cost at `input`/`output` dollars per million
+/// tokens, in micro-dollars rounded half up, computed here from the figures
+/// the stand-in sent.
+fn turn_micros(seen: &crate::calls::Seen, input: f64, output: f64) -> i64 {
+    let (i, o) = ((input * 1e6).round() as i64, (output * 1e6).round() as i64);
+    (seen.prompt_tokens as i64 * i + seen.completion_tokens as i64 * o + 500_000) / 1_000_000
+}
+
+#[tokio::test]
+async fn api_costs_are_the_sum_of_the_recorded_llm_turns() {
+    let stub = crate::calls::LlmStub::start().await;
+    let base = stub.base.clone();
+    let app = TestApp::start_with(move |c| {
+        c.groq_base_url = base;
+        c.groq_api_key = Some("gsk_usage_tests_server_key".into());
+        // The operator prices one model differently from the built-in list.
+        c.llm_prices = Some(
+            voxflow::providers::llm_prices::PriceTable::parse(
+                r#"{"llama-3.1-8b-instant": {"input": 2.5, "output": 7.25}}"#,
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let t = tenant(&app, "costs@example.com").await;
+    let agent = create_agent(&app, &t, "Costly").await;
+
+    // Three turns on the default model, Groq's llama-3.3-70b-versatile at
+    // its list price ($0.59 in, $0.79 out per million tokens).
+    let (run, _) = start_call(&app, &t, &agent).await;
+    for n in 1..=3 {
+        let (status, body) =
+            crate::calls::say(&app, &t, &run, &format!("Question number {n}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    backdate_start(&app, &run, 60);
+    let (status, ended) = end(&app, &t, &run, json!({})).await;
+    assert_eq!(status, 200, "{ended}");
+    let seen = stub.seen();
+    let expected: Vec<i64> = seen.iter().map(|s| turn_micros(s, 0.59, 0.79)).collect();
+    let first_call: i64 = expected.iter().sum();
+    assert!(first_call > 0);
+
+    // The run shows each turn's tokens and cost, as the stand-in counted them.
+    let usage = &ended["data"]["llm_usage"];
+    let turns = usage["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 3);
+    for (turn, (s, cost)) in turns.iter().zip(seen.iter().zip(&expected)) {
+        assert_eq!(turn["model"], "llama-3.3-70b-versatile");
+        assert_eq!(turn["provider"], "groq");
+        assert_eq!(turn["prompt_tokens"], s.prompt_tokens);
+        assert_eq!(turn["completion_tokens"], s.completion_tokens);
+        assert_eq!(turn["cost_micros"], *cost);
+        assert_eq!(micros(&turn["cost"]), *cost);
+        assert_eq!(turn["priced"], true);
+    }
+    assert_eq!(usage["cost_micros"], first_call);
+    assert_eq!(
+        usage["prompt_tokens"],
+        seen.iter().map(|s| s.prompt_tokens).sum::<u64>()
+    );
+    assert_eq!(usage["priced"], true);
+
+    // The dashboard, its day, the history and the report all say the same.
+    let d = dashboard_of(&app, &t).await;
+    assert_eq!(micros(&d["costs"]), first_call, "{d}");
+    let today = d["daily"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(micros(&today["costs"]), first_call, "{today}");
+    let (_, h) = get(&app, "/api/usage/history", Some(&t.token)).await;
+    assert_eq!(micros(&h["data"][0]["api_costs"]), first_call, "{h}");
+    let r = report(&app, &t, &format!("date={}", utc_today())).await;
+    assert_eq!(micros(&r["total_api_costs"]), first_call, "{r}");
+
+    // The operator's price for llama-3.1-8b-instant, not the built-in one.
+    let run2 = one_turn_with(&app, &t, &agent, "llama-3.1-8b-instant").await;
+    let s = stub.seen().last().unwrap().clone();
+    let second_call = turn_micros(&s, 2.5, 7.25);
+    assert_eq!(end(&app, &t, &run2, json!({})).await.0, 200);
+
+    // A model no table knows costs 0 and says so.
+    let run3 = one_turn_with(&app, &t, &agent, "acme-private-13b").await;
+    let (_, r3) = get(&app, &format!("/api/calls/run/{run3}"), Some(&t.token)).await;
+    let unpriced = &r3["data"]["llm_usage"];
+    assert_eq!(unpriced["turns"][0]["model"], "acme-private-13b");
+    assert_eq!(unpriced["turns"][0]["priced"], false);
+    assert_eq!(unpriced["turns"][0]["cost_micros"], 0);
+    assert!(unpriced["turns"][0]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(unpriced["priced"], false);
+    assert_eq!(end(&app, &t, &run3, json!({})).await.0, 200);
+
+    let total = first_call + second_call;
+    let d = dashboard_of(&app, &t).await;
+    assert_eq!(micros(&d["costs"]), total, "{d}");
+    let r = report(&app, &t, &format!("date={}", utc_today())).await;
+    assert_eq!(micros(&r["total_api_costs"]), total, "{r}");
+    let (_, h) = get(&app, "/api/usage/history", Some(&t.token)).await;
+    let by_run: Vec<i64> = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| micros(&r["api_costs"]))
+        .collect();
+    assert_eq!(by_run, vec![0, second_call, first_call], "newest first");
+    // The ledger itself, as an auditor would sum it.
+    let ledger: i64 = db(&app)
+        .query_row(
+            "SELECT sum(cost_micros) FROM llm_usage WHERE user_id = ?1",
+            [&t.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ledger, total);
     app.stop().await;
 }
