@@ -140,19 +140,12 @@ pub(super) fn end_for_quota(
 /// the client can end one. An abandoned call stops counting when the idle
 /// sweep closes it.
 fn concurrent_limit(conn: &rusqlite::Connection, user_id: &str) -> Result<(), ApiError> {
-    let tier: String = conn.query_row(
-        "SELECT subscription_tier FROM users WHERE id = ?1",
-        [user_id],
-        |r| r.get(0),
-    )?;
+    let Some(user) = crate::auth::store::user_by_id(conn, user_id)? else {
+        return Err(ApiError::not_found("User"));
+    };
+    let tier = user.subscription_tier;
     let allowed = crate::tiers::tier(&tier).map_or(1, |t| t.concurrent_calls);
-    let live: Vec<(String, String)> = conn
-        .prepare_cached(
-            "SELECT r.id, r.run_number FROM agent_runs r JOIN agents a ON a.id = r.agent_id
-             WHERE a.user_id = ?1 AND r.status = 'in_progress' ORDER BY r.created_at, r.rowid",
-        )?
-        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let live = store::runs_in_progress_of(conn, user_id)?;
     if (live.len() as i64) < allowed {
         return Ok(());
     }

@@ -557,7 +557,53 @@ pub fn call_sid_taken(conn: &Connection, call_sid: &str) -> rusqlite::Result<boo
     )
 }
 
-/// Marks a run active now (the periodic look-up found its call still live).
+/// The tenant's runs in progress, oldest first: `(id, run_number)`.
+pub fn runs_in_progress_of(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    conn.prepare_cached(
+        "SELECT r.id, r.run_number FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+         WHERE a.user_id = ?1 AND r.status = 'in_progress' ORDER BY r.created_at, r.rowid",
+    )?
+    .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Records how a call in progress is about to end (the silent caller hung
+/// up on); `finish_run` keeps it (`Disposition::Unless`). Marks it active.
+pub fn note_disposition(
+    conn: &Connection,
+    run_id: &str,
+    disposition: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET disposition = ?2,
+                last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1 AND status = 'in_progress'",
+        params![run_id, disposition],
+    )?;
+    Ok(())
+}
+
+/// Keeps a recording's URL with the run (a `None` keeps the one stored)
+/// and marks it active.
+pub fn set_recording_url(
+    conn: &Connection,
+    run_id: &str,
+    url: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE agent_runs SET recording_url = coalesce(?2, recording_url),
+                last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1",
+        params![run_id, url],
+    )?;
+    Ok(())
+}
+
+/// Marks a run active now (a webhook, or a look-up that found its call
+/// still live), so the idle sweep and the periodic look-up leave it alone.
 pub fn touch(conn: &Connection, run_id: &str) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE agent_runs SET last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Router};
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::TransactionBehavior;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm, AgentReply};
@@ -235,15 +235,6 @@ impl FromRequest<AppState> for Hook {
     }
 }
 
-/// Marks the run active now, so the idle sweep leaves a live call alone.
-fn touch(conn: &Connection, run_id: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE agent_runs SET last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
-        [run_id],
-    )?;
-    Ok(())
-}
-
 /// The database clock, for a transcript turn's time.
 async fn db_now(state: &AppState) -> Result<String, Response> {
     state
@@ -257,7 +248,7 @@ async fn touch_run(state: &AppState, run_id: &str) -> Result<(), Response> {
     let run_id = run_id.to_string();
     state
         .db
-        .write(move |c| touch(c, &run_id).map_err(ApiError::from))
+        .write(move |c| store::touch(c, &run_id).map_err(ApiError::from))
         .await
         .map_err(fault)
 }
@@ -287,7 +278,7 @@ async fn append_turns(
                     all.extend(turns);
                     store::save_transcript(&tx, &run_id, &all)?;
                 }
-                _ => touch(&tx, &run_id)?,
+                _ => store::touch(&tx, &run_id)?,
             }
             tx.commit()?;
             Ok::<_, ApiError>(())
@@ -368,12 +359,8 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
             state
                 .db
                 .write(move |c| {
-                    c.execute(
-                        "UPDATE agent_runs SET disposition = 'user_idle_max_duration_exceeded'
-                         WHERE id = ?1 AND status = 'in_progress'",
-                        [&run_id],
-                    )?;
-                    touch(c, &run_id).map_err(ApiError::from)
+                    store::note_disposition(c, &run_id, "user_idle_max_duration_exceeded")
+                        .map_err(ApiError::from)
                 })
                 .await
                 .map_err(fault)?;
@@ -437,7 +424,7 @@ async fn quota_spent(state: &AppState, hook: &Hook) -> Result<bool, Response> {
             if end_for_quota(&tx, &owner, &run_id)?.is_some() {
                 tracing::info!(run_id = %run_id, "ended a phone call: the month's tokens are spent");
             }
-            touch(&tx, &run_id)?;
+            store::touch(&tx, &run_id)?;
             tx.commit()?;
             Ok::<_, ApiError>(true)
         })
@@ -571,13 +558,7 @@ async fn on_recording(State(state): State<AppState>, hook: Hook) -> Result<Respo
     state
         .db
         .write(move |c| {
-            c.execute(
-                "UPDATE agent_runs SET recording_url = coalesce(?2, recording_url),
-                        last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE id = ?1",
-                params![run_id, url],
-            )
-            .map_err(ApiError::from)
+            store::set_recording_url(c, &run_id, url.as_deref()).map_err(ApiError::from)
         })
         .await
         .map_err(fault)?;
