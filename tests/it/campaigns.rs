@@ -73,6 +73,17 @@ async fn upload(
     .await
 }
 
+/// Uploads a campaign made of multipart `parts`.
+async fn upload_parts(app: &TestApp, who: &Tenant, parts: &[(&str, &[u8])]) -> (StatusCode, Value) {
+    send(
+        app,
+        &who.token,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        form_body(parts),
+    )
+    .await
+}
+
 /// Creates a campaign and returns its id.
 async fn campaign(app: &TestApp, who: &Tenant, agent: &str, csv: &str) -> String {
     let (status, body) = upload(app, who, "Spring recall", agent, csv.as_bytes()).await;
@@ -317,7 +328,7 @@ async fn dialing_app() -> (TestApp, TwilioStub) {
     (app, twilio)
 }
 
-async fn act(app: &TestApp, who: &Tenant, id: &str, action: &str) -> (StatusCode, Value) {
+pub async fn act(app: &TestApp, who: &Tenant, id: &str, action: &str) -> (StatusCode, Value) {
     call(
         app,
         Method::POST,
@@ -621,17 +632,15 @@ async fn running_campaigns_call_their_contacts_and_complete() {
     // Twilio refusing every number, with no retries: each contact fails,
     // and the campaign ends.
     twilio.refuse_with(400);
-    let body = form_body(&[
-        ("name", b"Refused"),
-        ("agent_id", agent.as_bytes()),
-        ("max_retries", b"0"),
-        ("file", b"phone\n+14155550103\n+14155550104\n"),
-    ]);
-    let (status, created) = send(
+    let (status, created) = upload_parts(
         &app,
-        &t.token,
-        &format!("multipart/form-data; boundary={BOUNDARY}"),
-        body,
+        &t,
+        &[
+            ("name", b"Refused"),
+            ("agent_id", agent.as_bytes()),
+            ("max_retries", b"0"),
+            ("file", b"phone\n+14155550103\n+14155550104\n"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -662,50 +671,44 @@ async fn dialing_settings_are_checked_field_by_field() {
         ("min_talk_seconds", "-1"),
         ("window_start", "25:00"),
     ] {
-        let body = form_body(&[
-            ("name", b"Settings"),
-            ("agent_id", agent.as_bytes()),
-            (field, value.as_bytes()),
-            ("file", b"phone\n+14155550101\n"),
-        ]);
-        let (status, body) = send(
+        let (status, body) = upload_parts(
             &app,
-            &t.token,
-            &format!("multipart/form-data; boundary={BOUNDARY}"),
-            body,
+            &t,
+            &[
+                ("name", b"Settings"),
+                ("agent_id", agent.as_bytes()),
+                (field, value.as_bytes()),
+                ("file", b"phone\n+14155550101\n"),
+            ],
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}={value}: {body}");
         assert_eq!(body["errors"][0]["field"], field, "{body}");
     }
-    let body = form_body(&[
-        ("name", b"Window"),
-        ("agent_id", agent.as_bytes()),
-        ("window_start", b"09:00"),
-        ("file", b"phone\n+14155550101\n"),
-    ]);
-    let (status, body) = send(
+    let (status, body) = upload_parts(
         &app,
-        &t.token,
-        &format!("multipart/form-data; boundary={BOUNDARY}"),
-        body,
+        &t,
+        &[
+            ("name", b"Window"),
+            ("agent_id", agent.as_bytes()),
+            ("window_start", b"09:00"),
+            ("file", b"phone\n+14155550101\n"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(count(&app, "SELECT count(*) FROM campaigns"), 0);
-    let body = form_body(&[
-        ("name", b"Window"),
-        ("agent_id", agent.as_bytes()),
-        ("window_start", b"09:00"),
-        ("window_end", b"20:00"),
-        ("retry_delay_seconds", b"600"),
-        ("file", b"phone,timezone\n+14155550101,Asia/Tokyo\n"),
-    ]);
-    let (status, body) = send(
+    let (status, body) = upload_parts(
         &app,
-        &t.token,
-        &format!("multipart/form-data; boundary={BOUNDARY}"),
-        body,
+        &t,
+        &[
+            ("name", b"Window"),
+            ("agent_id", agent.as_bytes()),
+            ("window_start", b"09:00"),
+            ("window_end", b"20:00"),
+            ("retry_delay_seconds", b"600"),
+            ("file", b"phone,timezone\n+14155550101,Asia/Tokyo\n"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -8,12 +8,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
-use crate::auth::{call, get, post};
-use crate::campaigns::form_body;
+use crate::auth::{get, post};
+use crate::campaigns::{act, form_body};
 use crate::common::{spawn_serve, Bin, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 use crate::phone::save_twilio;
 use crate::twilio_standin::{Outcome, TwilioStandIn, PUBLIC};
@@ -77,19 +77,34 @@ async fn create_campaign(
     body["data"]["id"].as_str().unwrap().to_string()
 }
 
-async fn act(app: &TestApp, who: &Tenant, id: &str, action: &str) -> (StatusCode, Value) {
-    call(
-        app,
-        Method::POST,
-        &format!("/api/campaigns/{id}/{action}"),
-        Some(&who.token),
-        None,
-    )
-    .await
-}
-
 fn numbers(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+/// Posts a status callback for `run_id` to the server at `base`, signed as
+/// Twilio signs it; the answer's status.
+async fn status_callback(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    params: &[(&str, &str)],
+) -> StatusCode {
+    let path = format!("/api/calls/twilio/status/{run_id}");
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    client
+        .post(format!("{base}{path}"))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(&format!("{PUBLIC}{path}"), &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 /// Waits until `check` holds, polling every 100 ms, or panics after `limit`.
@@ -713,29 +728,17 @@ async fn a_live_call_survives_restarts_and_is_billed_with_twilio_s_duration() {
 
     // A web call's routes refuse a phone run, and a callback for another
     // call changes nothing.
-    let res = client
-        .post(format!("{}/api/calls/twilio/status/{run_id}", bin.base))
-        .header(
-            "X-Twilio-Signature",
-            crate::twilio_standin::sign(
-                &format!("{PUBLIC}/api/calls/twilio/status/{run_id}"),
-                &[
-                    (
-                        "CallSid".to_string(),
-                        "CA99999999999999999999999999999999".to_string(),
-                    ),
-                    ("CallStatus".to_string(), "completed".to_string()),
-                ],
-            ),
-        )
-        .form(&[
+    let status = status_callback(
+        &client,
+        &bin.base,
+        &run_id,
+        &[
             ("CallSid", "CA99999999999999999999999999999999"),
             ("CallStatus", "completed"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 409);
+        ],
+    )
+    .await;
+    assert_eq!(status, 409);
     bin.terminate();
 }
 
@@ -754,49 +757,35 @@ async fn a_status_callback_for_another_call_is_a_409_and_changes_nothing() {
     .await;
     assert_eq!(status, 200, "{body}");
     let run_id = body["data"]["run_id"].as_str().unwrap();
-    let url = format!("{PUBLIC}/api/calls/twilio/status/{run_id}");
-    let params = [
-        (
-            "CallSid".to_string(),
-            "CAffffffffffffffffffffffffffffffff".to_string(),
-        ),
-        ("CallStatus".to_string(), "completed".to_string()),
-        ("CallDuration".to_string(), "500".to_string()),
-    ];
-    let res = app
-        .client
-        .post(app.url(&format!("/api/calls/twilio/status/{run_id}")))
-        .header(
-            "X-Twilio-Signature",
-            crate::twilio_standin::sign(&url, &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 409);
+    let status = status_callback(
+        &app.client,
+        &app.base,
+        run_id,
+        &[
+            ("CallSid", "CAffffffffffffffffffffffffffffffff"),
+            ("CallStatus", "completed"),
+            ("CallDuration", "500"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 409);
     let (_, run) = get(&app, &format!("/api/calls/run/{run_id}"), Some(&t.token)).await;
     assert_eq!(run["data"]["status"], "in_progress", "{run}");
     // The right SID, but Twilio says the call goes on: a forged final
     // status ends nothing.
-    let sid = body["data"]["call_sid"].as_str().unwrap().to_string();
-    let params = [
-        ("CallSid".to_string(), sid),
-        ("CallStatus".to_string(), "completed".to_string()),
-        ("CallDuration".to_string(), "0".to_string()),
-    ];
-    let res = app
-        .client
-        .post(app.url(&format!("/api/calls/twilio/status/{run_id}")))
-        .header(
-            "X-Twilio-Signature",
-            crate::twilio_standin::sign(&url, &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let sid = body["data"]["call_sid"].as_str().unwrap();
+    let status = status_callback(
+        &app.client,
+        &app.base,
+        run_id,
+        &[
+            ("CallSid", sid),
+            ("CallStatus", "completed"),
+            ("CallDuration", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
     let (_, run) = get(&app, &format!("/api/calls/run/{run_id}"), Some(&t.token)).await;
     assert_eq!(run["data"]["status"], "in_progress", "{run}");
     app.stop().await;
