@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use api_keys::master::{self, MasterKeySource};
 use config::Config;
-use crypto::keyfile::{self, LockKind};
+use db::lock::{self, LockKind};
 use db::{migrate, Db, DbError};
 use http::AppState;
 
@@ -47,8 +47,8 @@ pub enum StartError {
     Admin(String),
     #[error(transparent)]
     Vault(#[from] api_keys::master::VaultSetupError),
-    #[error("key vault: {0}")]
-    DataDirLock(#[from] crypto::keyfile::KeyFileError),
+    #[error(transparent)]
+    DataDirLock(#[from] db::lock::LockError),
 }
 
 /// What starting did, for the operator to read once.
@@ -169,14 +169,14 @@ pub async fn start(
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let started = Instant::now();
-    // Held until the server stops: `voxflow keys rotate` must not re-seal
-    // the vault under a server still sealing with the old key.
+    // Held until the server stops: one server per data folder, and no
+    // migration, restore or key rotation beneath it (see `db::lock`).
     let data_dir = &config.data.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| DbError::Io {
         path: data_dir.clone(),
         source,
     })?;
-    let lock = keyfile::lock_data_dir(data_dir, LockKind::Serve)?;
+    let lock = lock::lock_data_dir(data_dir, LockKind::Serve)?;
     let (db, migrated) = open_and_migrate(&config).await?;
     let master::Unlocked {
         vault,

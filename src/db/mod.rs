@@ -7,6 +7,7 @@
 //! of `SQLITE_BUSY` errors.
 
 pub mod backup;
+pub mod lock;
 pub mod migrate;
 pub mod verify;
 
