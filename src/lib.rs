@@ -94,6 +94,7 @@ pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport)
 async fn ensure_first_admin(
     db: &Db,
     config: &Config,
+    queue: &crypto::password::HashQueue,
 ) -> Result<Option<(String, Option<String>)>, StartError> {
     if db
         .read(|c| auth::store::any_admin(c).map_err(DbError::from))
@@ -111,7 +112,8 @@ async fn ensure_first_admin(
         }
         None => (crypto::password::generate(), true),
     };
-    let hash = auth::hash_password(password.clone())
+    let hash = queue
+        .hash(password.clone())
         .await
         .map_err(|e| StartError::Admin(e.to_string()))?;
     let exists_as_user = {
@@ -185,7 +187,11 @@ pub async fn start(
     for note in &vault_notes {
         tracing::info!("key vault: {note}");
     }
-    let admin_created = ensure_first_admin(&db, &config).await?;
+    let password_queue = crypto::password::HashQueue::new(
+        crypto::password::default_workers(),
+        usize::from(config.password_queue),
+    );
+    let admin_created = ensure_first_admin(&db, &config, &password_queue).await?;
     // Runs in progress belong to the process that ran before this one: no
     // one will end them now.
     let abandoned_runs = db
@@ -213,6 +219,7 @@ pub async fn start(
         config: Arc::new(config),
         started,
         login_throttle: Arc::default(),
+        password_queue,
         vault: Arc::new(vault),
         http_client,
     };

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::crypto::password::HashQueueError;
 use crate::db::DbError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -141,6 +142,22 @@ impl From<DbError> for ApiError {
         match err {
             DbError::Sqlite(e) => e.into(),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<HashQueueError> for ApiError {
+    fn from(err: HashQueueError) -> Self {
+        match err {
+            HashQueueError::Full => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER_BUSY",
+                    "The server is busy checking other passwords; try again in a moment",
+                )
+            },
+            HashQueueError::Failed => ApiError::internal(err),
         }
     }
 }
