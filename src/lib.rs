@@ -80,7 +80,8 @@ async fn open_vault(db: &Db, config: &Config) -> Result<master::Unlocked, StartE
 pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport), DbError> {
     // Opening runs pragmas on every connection: off the async workers too.
     let (path, readers) = (config.data.db_path(), usize::from(config.db_readers));
-    let db = tokio::task::spawn_blocking(move || Db::open(&path, readers))
+    let max_bytes = config.db_max_size_mb.map(|mb| u64::from(mb) << 20);
+    let db = tokio::task::spawn_blocking(move || Db::open(&path, readers, max_bytes))
         .await
         .map_err(|_| DbError::WorkerGone)??;
     let backups: PathBuf = config::backup_dir(&config.data.data_dir);
