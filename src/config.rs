@@ -73,6 +73,18 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_DB_READERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub db_readers: u16,
 
+    /// The most the database file may grow to, in MiB: past it, writes
+    /// answer 507 STORAGE_FULL, as on a full disk, and save nothing. Unset,
+    /// only the disk limits it.
+    #[arg(long, env = "VOXFLOW_DB_MAX_SIZE_MB", value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_max_size_mb: Option<u32>,
+
+    /// Password checks (logins, registrations, password changes) that may
+    /// wait while one per core runs; beyond them the server answers 503
+    /// SERVER_BUSY at once.
+    #[arg(long, env = "VOXFLOW_PASSWORD_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u16).range(0..=10000))]
+    pub password_queue: u16,
+
     /// The key vault's master key, 64 hex characters. When unset, the key
     /// lives in DIR/master.key (created on first start, mode 0600).
     #[arg(long, env = "VOXFLOW_MASTER_KEY", hide_env_values = true)]
@@ -235,6 +247,8 @@ impl Config {
             admin_password: None,
             session_ttl_hours: 168,
             db_readers: 4,
+            db_max_size_mb: None,
+            password_queue: 64,
             master_key: None,
             groq_api_key: None,
             deepgram_api_key: None,

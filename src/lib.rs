@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use api_keys::master::{self, MasterKeySource};
 use config::Config;
-use crypto::keyfile::{self, LockKind};
+use db::lock::{self, LockKind};
 use db::{migrate, Db, DbError};
 use http::AppState;
 
@@ -47,8 +47,8 @@ pub enum StartError {
     Admin(String),
     #[error(transparent)]
     Vault(#[from] api_keys::master::VaultSetupError),
-    #[error("key vault: {0}")]
-    DataDirLock(#[from] crypto::keyfile::KeyFileError),
+    #[error(transparent)]
+    DataDirLock(#[from] db::lock::LockError),
 }
 
 /// What starting did, for the operator to read once.
@@ -80,7 +80,8 @@ async fn open_vault(db: &Db, config: &Config) -> Result<master::Unlocked, StartE
 pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport), DbError> {
     // Opening runs pragmas on every connection: off the async workers too.
     let (path, readers) = (config.data.db_path(), usize::from(config.db_readers));
-    let db = tokio::task::spawn_blocking(move || Db::open(&path, readers))
+    let max_bytes = config.db_max_size_mb.map(|mb| u64::from(mb) << 20);
+    let db = tokio::task::spawn_blocking(move || Db::open(&path, readers, max_bytes))
         .await
         .map_err(|_| DbError::WorkerGone)??;
     let backups: PathBuf = config::backup_dir(&config.data.data_dir);
@@ -94,6 +95,7 @@ pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport)
 async fn ensure_first_admin(
     db: &Db,
     config: &Config,
+    queue: &crypto::password::HashQueue,
 ) -> Result<Option<(String, Option<String>)>, StartError> {
     if db
         .read(|c| auth::store::any_admin(c).map_err(DbError::from))
@@ -111,7 +113,8 @@ async fn ensure_first_admin(
         }
         None => (crypto::password::generate(), true),
     };
-    let hash = auth::hash_password(password.clone())
+    let hash = queue
+        .hash(password.clone())
         .await
         .map_err(|e| StartError::Admin(e.to_string()))?;
     let exists_as_user = {
@@ -169,14 +172,14 @@ pub async fn start(
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let started = Instant::now();
-    // Held until the server stops: `voxflow keys rotate` must not re-seal
-    // the vault under a server still sealing with the old key.
+    // Held until the server stops: one server per data folder, and no
+    // migration, restore or key rotation beneath it (see `db::lock`).
     let data_dir = &config.data.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| DbError::Io {
         path: data_dir.clone(),
         source,
     })?;
-    let lock = keyfile::lock_data_dir(data_dir, LockKind::Serve)?;
+    let lock = lock::lock_data_dir(data_dir, LockKind::Serve)?;
     let (db, migrated) = open_and_migrate(&config).await?;
     let master::Unlocked {
         vault,
@@ -185,11 +188,15 @@ pub async fn start(
     for note in &vault_notes {
         tracing::info!("key vault: {note}");
     }
-    let admin_created = ensure_first_admin(&db, &config).await?;
+    let password_queue = crypto::password::HashQueue::new(
+        crypto::password::default_workers(),
+        usize::from(config.password_queue),
+    );
+    let admin_created = ensure_first_admin(&db, &config, &password_queue).await?;
     // Web calls in progress belong to the process that ran before this one:
     // no browser will end them now, so they are closed as abandoned (billed
-    // up to their last activity). Phone calls are left in progress: Twilio
-    // may still be carrying them and its status callback ends them.
+    // up to their last activity). Phone calls are left in progress: they are
+    // looked up at Twilio (calls::reconcile) once the server runs.
     let abandoned_runs = db
         .write(|c| calls::sweep::close_idle_runs(c, 0).map_err(DbError::from))
         .await?;
@@ -215,6 +222,7 @@ pub async fn start(
         config: Arc::new(config),
         started,
         login_throttle: Arc::default(),
+        password_queue,
         vault: Arc::new(vault),
         http_client,
         dialing: Arc::default(),

@@ -10,9 +10,10 @@ use rusqlite::Connection;
 
 use voxflow::api_keys::master::{self, MasterKeySource, VaultSetupError};
 use voxflow::config::{self, Config, DataArgs};
-use voxflow::crypto::keyfile::{self, KeyFileError, LockKind};
+use voxflow::crypto::keyfile::{self, KeyFileError};
 use voxflow::crypto::secret::Secret;
 use voxflow::crypto::vault::MasterKey;
+use voxflow::db::lock::{self, LockError, LockKind};
 use voxflow::db::{backup, migrate, open_connection, verify, DbError};
 use voxflow::{auth, crypto};
 
@@ -137,6 +138,8 @@ enum CliError {
     Vault(#[from] VaultSetupError),
     #[error("key vault: {0}")]
     KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -264,6 +267,9 @@ fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliEr
         }
         MigrateAction::Up => {
             std::fs::create_dir_all(&data.data_dir)?;
+            // Held to the end: a server must not run on a schema changing
+            // beneath it.
+            let _lock = lock::lock_data_dir(&data.data_dir, LockKind::Migrate)?;
             let mut conn = open_connection(&data.db_path(), false)?;
             let report = migrate::up(&mut conn, &config::backup_dir(&data.data_dir))?;
             if let Some(path) = report.backup {
@@ -281,6 +287,7 @@ fn run_migrate(data: &DataArgs, action: MigrateAction) -> Result<ExitCode, CliEr
         }
         MigrateAction::Down { to } => {
             let mut conn = open_existing(data)?;
+            let _lock = lock::lock_data_dir(&data.data_dir, LockKind::Migrate)?;
             let before = migrate::current_version(&conn)?;
             if to < before {
                 let path = migrate::backup(
@@ -312,7 +319,7 @@ fn run_backup(data: &DataArgs, to: Option<&Path>) -> Result<ExitCode, CliError> 
 fn run_restore(data: &DataArgs, file: &Path) -> Result<ExitCode, CliError> {
     std::fs::create_dir_all(&data.data_dir)?;
     // Held to the end: no server may run on the database being replaced.
-    let _lock = keyfile::lock_data_dir(&data.data_dir, LockKind::Restore)?;
+    let _lock = lock::lock_data_dir(&data.data_dir, LockKind::Restore)?;
     let restored = backup::restore(&data.db_path(), &config::backup_dir(&data.data_dir), file)?;
     if let Some(previous) = &restored.previous {
         println!("The database it replaced is kept as {}", previous.display());
@@ -420,7 +427,7 @@ fn run_keys(
     }
     // Held to the end: no server may start (and seal with the old key)
     // while the vault changes keys.
-    let _lock = keyfile::lock_data_dir(&data.data_dir, LockKind::Rotate)?;
+    let _lock = lock::lock_data_dir(&data.data_dir, LockKind::Rotate)?;
     let source = MasterKeySource::new(master_key, &data.data_dir);
     let (new_key, generated) = read_or_generate_master_key(new_key_stdin)?;
     if let (MasterKeySource::Env(_), true) = (&source, generated) {

@@ -5,8 +5,6 @@ pub mod routes;
 pub mod store;
 pub mod throttle;
 
-use crate::crypto::password;
-
 /// Trims and lower-cases an address (dots are kept: they matter to most
 /// mail servers), and checks its shape.
 pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
@@ -57,26 +55,6 @@ pub fn check_password_policy(p: &str) -> Result<(), &'static str> {
         return Err("must contain a digit");
     }
     Ok(())
-}
-
-/// Hashes on the blocking pool: PBKDF2 at 600,000 rounds would otherwise
-/// stall an async worker thread and every request queued behind it.
-pub async fn hash_password(password: String) -> Result<String, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || password::hash(&password)).await
-}
-
-/// Verifies on the blocking pool; `None` checks against a decoy hash so an
-/// unknown account costs the same time as a wrong password.
-pub async fn verify_password(password: String, stored: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || match stored {
-        Some(h) => password::verify(&password, &h),
-        None => {
-            password::verify(&password, password::decoy_hash());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false)
 }
 
 #[cfg(test)]

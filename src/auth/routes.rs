@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::extract::{CurrentUser, SESSION_COOKIE};
 use super::store::{self, NewUser, User};
-use super::{check_password_policy, hash_password, normalize_email, verify_password};
+use super::throttle::credential_of;
+use super::{check_password_policy, normalize_email};
 use crate::config::Registration;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
@@ -136,9 +137,7 @@ async fn register(
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
-    let hash = hash_password(body.password)
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = state.password_queue.hash(body.password).await?;
     let free = tiers::tier("free").unwrap_or(&tiers::TIERS[0]);
     let inserted = {
         let email = email.clone();
@@ -190,6 +189,40 @@ struct LoginBody {
 
 const BAD_LOGIN: &str = "Invalid email or password";
 
+/// Checks `password` against `stored` (a decoy when `None`) for `account`,
+/// under the throttle: 429 before any hashing once the account or the
+/// address has used up its attempts, the attempt counted as a failure from
+/// before the hash until it proves right, and 503 when too many checks are
+/// already waiting for a core.
+async fn throttled_verify(
+    state: &AppState,
+    account: &str,
+    ip: &str,
+    password: String,
+    stored: Option<String>,
+) -> ApiResult<bool> {
+    let credential = stored.as_deref().map(credential_of);
+    let attempt = state
+        .login_throttle
+        .reserve(account, ip, credential)
+        .map_err(ApiError::too_many_requests)?;
+    match state.password_queue.verify(password, stored).await {
+        Ok(true) => {
+            attempt.succeed();
+            Ok(true)
+        }
+        Ok(false) => {
+            attempt.fail();
+            Ok(false)
+        }
+        Err(e) => {
+            // Never checked: nothing learned, nothing to count.
+            attempt.release();
+            Err(e.into())
+        }
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -200,9 +233,6 @@ async fn login(
     // throttle and hash, so its answer looks like any other wrong login.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.trim().to_lowercase());
     let email: String = email.chars().take(255).collect();
-    if let Err(wait) = state.login_throttle.check(&email, &client.ip) {
-        return Err(ApiError::too_many_requests(wait));
-    }
     let found = {
         let email = email.clone();
         state
@@ -217,12 +247,10 @@ async fn login(
     // Passwords past the policy's length are refused without hashing them
     // in full, but only after the same work as any other attempt.
     let password: String = body.password.chars().take(1024).collect();
-    let valid = verify_password(password, stored).await;
+    let valid = throttled_verify(&state, &email, &client.ip, password, stored).await?;
     let Some(user) = user.filter(|_| valid) else {
-        state.login_throttle.record_failure(&email, &client.ip);
         return Err(ApiError::unauthorized(BAD_LOGIN).with_code("INVALID_CREDENTIALS"));
     };
-    state.login_throttle.clear_account(&email);
     if !user.is_active {
         return Err(ApiError::forbidden(
             "ACCOUNT_DEACTIVATED",
@@ -269,6 +297,7 @@ struct ChangePasswordBody {
 async fn change_password(
     State(state): State<AppState>,
     current: CurrentUser,
+    client: ClientInfo,
     ApiJson(body): ApiJson<ChangePasswordBody>,
 ) -> ApiResult<Response> {
     if let Err(m) = check_password_policy(&body.new_password) {
@@ -283,12 +312,20 @@ async fn change_password(
             .await?
     };
     let current_password: String = body.current_password.chars().take(1024).collect();
-    if !verify_password(current_password, stored).await {
+    // The same allowance as logins, on the same account: a stolen session
+    // must not become a way around the login throttle.
+    let right = throttled_verify(
+        &state,
+        &current.user.email,
+        &client.ip,
+        current_password,
+        stored,
+    )
+    .await?;
+    if !right {
         return Err(ApiError::field("current_password", "is incorrect"));
     }
-    let hash = hash_password(body.new_password)
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = state.password_queue.hash(body.new_password).await?;
     let keep = current.session_id;
     state
         .db

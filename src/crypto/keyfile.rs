@@ -1,12 +1,12 @@
 //! The master key on disk (`DIR/master.key`, mode 0600) when
-//! `VOXFLOW_MASTER_KEY` is not set, and the lock that keeps a key rotation
-//! and a running server apart.
+//! `VOXFLOW_MASTER_KEY` is not set. A rotation and a running server are
+//! kept apart by the data folder's lock (`db::lock`).
 //!
 //! Every file appears whole or not at all: it is written to a temporary
 //! name, flushed to disk, then linked or renamed into place, and the folder
 //! is flushed so the new name survives a power cut.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,8 +16,6 @@ pub const KEY_FILE: &str = "master.key";
 /// The next key during a rotation: present only between "new key chosen"
 /// and "rotation finished".
 pub const PENDING_KEY_FILE: &str = "master.key.new";
-/// Shared by running servers, exclusive for `voxflow keys rotate`.
-pub const LOCK_FILE: &str = "voxflow.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -35,8 +33,6 @@ pub enum KeyFileError {
     },
     #[error("{} already exists", path.display())]
     Exists { path: PathBuf },
-    #[error("another VoxFlow process is using {}: {what}", dir.display())]
-    Busy { dir: PathBuf, what: &'static str },
 }
 
 pub fn key_path(data_dir: &Path) -> PathBuf {
@@ -178,48 +174,6 @@ pub fn remove(path: &Path) -> Result<(), KeyFileError> {
     }
 }
 
-/// Held while a server runs (shared: several may) or while a rotation runs
-/// (exclusive). A server that kept sealing with the old key during a
-/// rotation would write secrets the new key cannot open. The operating
-/// system drops the lock when the holder exits, even by a crash.
-#[derive(Debug)]
-pub struct DataDirLock {
-    _file: File,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
-    Serve,
-    Rotate,
-    Restore,
-}
-
-pub fn lock_data_dir(data_dir: &Path, kind: LockKind) -> Result<DataDirLock, KeyFileError> {
-    let path = data_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(write_error(&path))?;
-    let locked = match kind {
-        LockKind::Serve => file.try_lock_shared(),
-        LockKind::Rotate | LockKind::Restore => file.try_lock(),
-    };
-    match locked {
-        Ok(()) => Ok(DataDirLock { _file: file }),
-        Err(TryLockError::WouldBlock) => Err(KeyFileError::Busy {
-            dir: data_dir.to_path_buf(),
-            what: match kind {
-                LockKind::Serve => "a master key rotation or a restore is running; start the server when it has finished",
-                LockKind::Rotate => "a server is running on this data folder; stop it before rotating the master key",
-                LockKind::Restore => "a server is running on this data folder; stop it before restoring a backup",
-            },
-        }),
-        Err(TryLockError::Error(source)) => Err(KeyFileError::Write { path, source }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,21 +214,5 @@ mod tests {
         assert!(read(&path).unwrap().is_none());
         fs::write(&path, "not a key").unwrap();
         assert!(matches!(read(&path), Err(KeyFileError::Format { .. })));
-    }
-
-    #[test]
-    fn rotation_and_servers_exclude_each_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = lock_data_dir(dir.path(), LockKind::Serve).unwrap();
-        let b = lock_data_dir(dir.path(), LockKind::Serve).unwrap();
-        assert!(matches!(
-            lock_data_dir(dir.path(), LockKind::Rotate),
-            Err(KeyFileError::Busy { .. })
-        ));
-        drop((a, b));
-        let r = lock_data_dir(dir.path(), LockKind::Rotate).unwrap();
-        assert!(lock_data_dir(dir.path(), LockKind::Serve).is_err());
-        drop(r);
-        assert!(lock_data_dir(dir.path(), LockKind::Serve).is_ok());
     }
 }

@@ -7,6 +7,7 @@
 //! of `SQLITE_BUSY` errors.
 
 pub mod backup;
+pub mod lock;
 pub mod migrate;
 pub mod verify;
 
@@ -101,8 +102,10 @@ fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiv
 
 impl Db {
     /// Opens the database (creating its folder), with one writer thread and
-    /// `readers` reader threads. Migrations are not applied here.
-    pub fn open(path: &Path, readers: usize) -> Result<Db, DbError> {
+    /// `readers` reader threads. Migrations are not applied here. With
+    /// `max_bytes`, the writer refuses to grow the file beyond it
+    /// (SQLITE_FULL, as on a full disk; never below its current size).
+    pub fn open(path: &Path, readers: usize, max_bytes: Option<u64>) -> Result<Db, DbError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::Io {
@@ -112,6 +115,12 @@ impl Db {
             }
         }
         let writer_conn = open_connection(path, false)?;
+        if let Some(max) = max_bytes {
+            // A per-connection setting: only the writer grows the file.
+            let page_size: i64 = writer_conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = i64::try_from(max).unwrap_or(i64::MAX) / page_size.max(1);
+            writer_conn.pragma_update(None, "max_page_count", pages)?;
+        }
         let (writer, writer_rx) = mpsc::channel::<Job>();
         spawn_worker(
             "voxflow-db-writer".into(),

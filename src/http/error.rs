@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::crypto::password::HashQueueError;
 use crate::db::DbError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -145,20 +146,48 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<HashQueueError> for ApiError {
+    fn from(err: HashQueueError) -> Self {
+        match err {
+            HashQueueError::Full => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVER_BUSY",
+                    "The server is busy checking other passwords; try again in a moment",
+                )
+            },
+            HashQueueError::Failed => ApiError::internal(err),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for ApiError {
     fn from(err: rusqlite::Error) -> Self {
         // A busy database after busy_timeout is load, not a bug: tell the
         // client to retry instead of reporting a server fault.
         if let rusqlite::Error::SqliteFailure(e, _) = &err {
-            if matches!(
-                e.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "BUSY",
-                    "The database is busy; try again",
-                );
+            match e.code {
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "BUSY",
+                        "The database is busy; try again",
+                    );
+                }
+                // SQLITE_FULL: what SQLite reports when a write meets a full
+                // disk (ENOSPC) or the database's size cap. The statement and
+                // its transaction are rolled back, so nothing is half
+                // written; the operator, not the client, has to act.
+                rusqlite::ErrorCode::DiskFull => {
+                    tracing::error!(error = %err, "the database cannot grow: free disk space");
+                    return ApiError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "STORAGE_FULL",
+                        "The server has run out of storage and saved nothing; the operator must free disk space, then try again",
+                    );
+                }
+                _ => {}
             }
         }
         ApiError::internal(err)
@@ -188,4 +217,27 @@ impl IntoResponse for ApiError {
 /// `{"success": true, "data": …}` with the given status.
 pub fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
     (status, Json(json!({ "success": true, "data": data }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_full_disk_is_507_storage_full_and_busy_is_503() {
+        let full = ApiError::from(sqlite_error(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.code, "STORAGE_FULL");
+        assert!(full.message.contains("free disk space"), "{}", full.message);
+        let through_db = ApiError::from(DbError::Sqlite(sqlite_error(rusqlite::ffi::SQLITE_FULL)));
+        assert_eq!(through_db.code, "STORAGE_FULL");
+        let busy = ApiError::from(sqlite_error(rusqlite::ffi::SQLITE_BUSY));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        let other = ApiError::from(sqlite_error(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

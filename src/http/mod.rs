@@ -39,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub started: Instant,
     pub login_throttle: Arc<crate::auth::throttle::LoginThrottle>,
+    /// Every password hash and check of the server goes through it.
+    pub password_queue: crate::crypto::password::HashQueue,
     /// The tenants' provider keys are sealed and opened with this.
     pub vault: Arc<crate::crypto::vault::Vault>,
     /// For provider requests (key tests): built once, bounded in time.

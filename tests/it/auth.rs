@@ -1,5 +1,6 @@
 //! Authentication, sessions and roles, seen from a client.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -537,52 +538,289 @@ async fn the_database_holds_no_password_or_token_in_clear() {
     app.stop().await;
 }
 
+/// Sends `request` from `from` (any 127.x address: the throttle counts per
+/// address) over a fresh connection and returns once it is written.
+async fn send_raw(from: IpAddr, to: SocketAddr, request: String) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let stream = socket.connect(to).await.unwrap();
+    let bytes = request.into_bytes();
+    let mut written = 0;
+    while written < bytes.len() {
+        stream.writable().await.unwrap();
+        match stream.try_write(&bytes[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    stream
+}
+
+/// Reads the whole answer (the request said `Connection: close`).
+async fn read_raw(stream: tokio::net::TcpStream) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        stream.readable().await.unwrap();
+        match stream.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+fn raw_request(method: &str, path: &str, body: Option<Value>) -> String {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn raw_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
 /// Runs against the real binary: its runtime has as many async workers as
-/// cores, so PBKDF2 on those workers would stall every other request.
+/// cores, as in production.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_answers_while_logins_hash() {
+async fn health_answers_while_200_logins_queue_for_the_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = spawn_serve(dir.path(), &[("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
-    let client = reqwest::Client::new();
-    let res = client
-        .post(bin.url("/api/auth/register"))
-        .json(&json!({"email": "busy@example.com", "password": PASSWORD}))
+    // A short queue keeps the test short; the default is 64.
+    let bin = spawn_serve(
+        dir.path(),
+        &[
+            ("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("VOXFLOW_PASSWORD_QUEUE", "8"),
+        ],
+    );
+    let server: SocketAddr = bin.base.trim_start_matches("http://").parse().unwrap();
+    let order = Arc::new(AtomicUsize::new(0));
+    let mut logins = Vec::new();
+    // Ten addresses with twenty accounts each: no login is throttled, each
+    // one wants a hash.
+    for i in 0..200u8 {
+        let from = IpAddr::from([127, 0, 0, 10 + i / 20]);
+        let body = json!({"email": format!("nobody{i}@example.com"), "password": "Wr0ng-Password"});
+        let stream = send_raw(
+            from,
+            server,
+            raw_request("POST", "/api/auth/login", Some(body)),
+        )
+        .await;
+        let order = order.clone();
+        logins.push(tokio::spawn(async move {
+            let answer = read_raw(stream).await;
+            (order.fetch_add(1, Ordering::SeqCst), answer)
+        }));
+    }
+    // Sent after every login was sent.
+    let stream = send_raw(
+        IpAddr::from([127, 0, 0, 1]),
+        server,
+        raw_request("GET", "/health", None),
+    )
+    .await;
+    let health = read_raw(stream).await;
+    let health_at = order.fetch_add(1, Ordering::SeqCst);
+    assert_eq!(raw_status(&health), 200, "{health}");
+
+    let (mut hashed_before, mut hashed, mut busy) = (0, 0, 0);
+    for login in logins {
+        let (at, answer) = login.await.unwrap();
+        match raw_status(&answer) {
+            401 => {
+                hashed += 1;
+                hashed_before += usize::from(at < health_at);
+            }
+            503 => {
+                busy += 1;
+                let lower = answer.to_ascii_lowercase();
+                assert!(lower.contains("retry-after: "), "{answer}");
+                assert!(answer.contains("\"SERVER_BUSY\""), "{answer}");
+            }
+            other => panic!("login answered {other}: {answer}"),
+        }
+    }
+    assert!(busy > 0, "no login was turned away by the full queue");
+    assert!(hashed > 0);
+    // Ordering, not time: /health did not wait its turn behind the hashes.
+    assert!(
+        hashed_before * 2 < hashed,
+        "/health answered after {hashed_before} of the {hashed} hashed logins"
+    );
+}
+
+/// Sends `n` logins for `email` at once; the `right` ones (by index) carry
+/// the right password. Returns the statuses in index order.
+async fn parallel_logins(
+    app: &TestApp,
+    email: &str,
+    n: usize,
+    right: impl Fn(usize) -> bool,
+) -> Vec<StatusCode> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let req = app.client.post(app.url("/api/auth/login")).json(&json!({
+            "email": email,
+            "password": if right(i) { PASSWORD } else { "Wr0ng-Password" },
+        }));
+        tasks.push(tokio::spawn(
+            async move { req.send().await.unwrap().status() },
+        ));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_parallel_wrong_passwords_are_five_guesses() {
+    let app = TestApp::start().await;
+    register(&app, "par@example.com").await;
+    let statuses = parallel_logins(&app, "par@example.com", 40, |_| false).await;
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        unauthorized <= 5,
+        "{unauthorized} guesses were checked: {statuses:?}"
+    );
+    assert_eq!(unauthorized + limited, 40, "{statuses:?}");
+    assert_eq!(
+        login(&app, "par@example.com", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the account is locked after them"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_right_password_among_150_parallel_guesses_does_not_get_in() {
+    let app = TestApp::start().await;
+    register(&app, "race@example.com").await;
+    let statuses = parallel_logins(&app, "race@example.com", 150, |i| i >= 142).await;
+    assert!(
+        !statuses.contains(&StatusCode::OK),
+        "a guess got in: {statuses:?}"
+    );
+    assert!(
+        statuses[142..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{:?}",
+        &statuses[142..]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled_like_logins() {
+    let app = TestApp::start().await;
+    let (token, _) = register(&app, "cpt@example.com").await;
+    let wrong = json!({"current_password": "Not-The-0ne", "new_password": "N3w-Password"});
+    for i in 0..5 {
+        let (status, body) = change_password(&app, &token, wrong.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "attempt {}: {body}", i + 1);
+    }
+    let res = app
+        .client
+        .post(app.url("/api/auth/change-password"))
+        .bearer_auth(&token)
+        .json(&wrong)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut logins = Vec::new();
-    for _ in 0..8 {
-        let client = client.clone();
-        let url = bin.url("/api/auth/login");
-        let done = done.clone();
-        logins.push(tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .json(&json!({"email": "busy@example.com", "password": PASSWORD}))
-                .send()
-                .await
-                .unwrap();
-            done.fetch_add(1, Ordering::SeqCst);
-            res.status()
-        }));
-    }
-    // Let the logins reach the server before asking for health.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let res = client.get(bin.url("/health")).send().await.unwrap();
-    let finished = done.load(Ordering::SeqCst);
-    assert_eq!(res.status(), StatusCode::OK);
-    // Each login costs a PBKDF2 hash, eight of them share two cores: /health,
-    // which costs a millisecond, answers before any of them unless hashing
-    // holds the async workers.
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "RATE_LIMITED");
+    let (status, _) = change_password(
+        &app,
+        &token,
+        json!({"current_password": PASSWORD, "new_password": "N3w-Password"}),
+    )
+    .await;
     assert_eq!(
-        finished, 0,
-        "/health waited for {finished} logins: hashing blocks the runtime"
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right one waits"
     );
-    for l in logins {
-        assert_eq!(l.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        login(&app, "cpt@example.com", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one allowance for the account, whichever door"
+    );
+    app.stop().await;
+}
+
+/// `voxflow admin ACTION --email EMAIL --password-stdin` on `dir`, with
+/// `password` and a line break on standard input.
+fn admin_with_password(
+    dir: &std::path::Path,
+    action: &str,
+    email: &str,
+    password: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = voxflow_cmd(dir)
+        .args(["admin", action, "--email", email, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The real binary, and `voxflow admin reset-password` beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_password_lets_a_locked_out_admin_in_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = spawn_serve(dir.path(), &[("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let client = reqwest::Client::new();
+    let login = |password: &str| {
+        let req = client
+            .post(bin.url("/api/auth/login"))
+            .json(&json!({"email": ADMIN_EMAIL, "password": password}));
+        async move { req.send().await.unwrap().status() }
+    };
+    for _ in 0..5 {
+        assert_eq!(login("Str4nger-Guess").await, StatusCode::UNAUTHORIZED);
     }
+    assert_eq!(login(ADMIN_PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+
+    let out = admin_with_password(
+        dir.path(),
+        "reset-password",
+        ADMIN_EMAIL,
+        "Res3t-Admin-Password",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(login("Res3t-Admin-Password").await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -678,44 +916,11 @@ async fn admin_commands_create_and_reset_accounts() {
     );
 
     // create with the password on stdin; a weak one is refused
-    let mut child = voxflow_cmd(&dir)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "boss@example.com",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"weak\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = admin_with_password(&dir, "create", "boss@example.com", "weak");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
 
-    let mut child = voxflow_cmd(&dir)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "boss@example.com",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"B0ss-Password\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = admin_with_password(&dir, "create", "boss@example.com", "B0ss-Password");
     assert!(out.status.success());
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("B0ss-Password"),

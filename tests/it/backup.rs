@@ -93,7 +93,7 @@ async fn a_backup_taken_while_serving_restores_after_a_stop() {
         "restore must refuse while a server runs"
     );
     assert!(
-        text(&out).contains("stop it before restoring"),
+        text(&out).contains("a VoxFlow server (pid") && text(&out).contains("stop it first"),
         "{}",
         text(&out)
     );

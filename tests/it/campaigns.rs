@@ -801,3 +801,44 @@ async fn a_campaign_waits_while_the_plan_s_calls_are_all_in_use() {
     assert_eq!(count(&app, &called), 1);
     app.stop().await;
 }
+
+/// A database capped at 1 MiB (`VOXFLOW_DB_MAX_SIZE_MB`) stands in for a
+/// full disk: SQLite answers both with SQLITE_FULL.
+#[tokio::test]
+async fn a_full_database_is_a_507_and_the_import_saves_nothing() {
+    let app = TestApp::start_with(|c| c.db_max_size_mb = Some(1)).await;
+    let t = tenant(&app, "full@example.com").await;
+    let agent = create_agent(&app, &t, "Vera").await;
+    // About 2 MB of contacts: more than the cap holds.
+    let mut csv = String::from("phone,first_name,last_name\n");
+    for i in 0..40_000u32 {
+        csv.push_str(&format!("+1415{i:07},Firstname{i},Lastname{i}\n"));
+    }
+    let (status, body) = upload(&app, &t, "Too big", &agent, csv.as_bytes()).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "STORAGE_FULL");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("free disk space"),
+        "{body}"
+    );
+    // Nothing half-written: no campaign, no contact, no audit row.
+    let (status, body) = get(&app, "/api/campaigns", Some(&t.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 0, "{body}");
+    assert_eq!(count(&app, "SELECT count(*) FROM campaign_contacts"), 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM admin_audit_logs WHERE action = 'create_campaign'"
+        ),
+        0
+    );
+    // A small write still fits, and reads never stopped.
+    campaign(&app, &t, &agent, "phone\n+14155550123\n").await;
+    assert_eq!(get(&app, "/health", None).await.0, StatusCode::OK);
+    app.stop().await;
+}

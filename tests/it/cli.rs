@@ -492,3 +492,81 @@ fn a_bad_llm_price_table_stops_serve_saying_why() {
         assert!(!db_path(dir.path()).exists(), "nothing was started");
     }
 }
+
+/// Exit status 2 and a message on standard error naming the server's pid.
+fn refused_naming(out: &Output, pid: u32) {
+    assert_eq!(out.status.code(), Some(2), "{}", describe(out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("a VoxFlow server (pid {pid}) holds "))
+            && err.contains("voxflow.lock")
+            && err.contains("stop it first"),
+        "{}",
+        describe(out)
+    );
+}
+
+#[test]
+fn one_server_per_data_folder_and_no_migration_restore_or_rotation_beneath_it() {
+    let (_dir, data) = served_data_dir();
+    let mut bin = spawn_serve(&data, &[]);
+    let pid = bin.pid();
+    let lock = std::fs::read_to_string(data.join("voxflow.lock")).unwrap();
+    assert_eq!(
+        lock.lines().next(),
+        Some(pid.to_string().as_str()),
+        "{lock}"
+    );
+
+    // Read-only commands work beside it, and a backup to restore later.
+    let snapshot = data.join("snapshot.db");
+    for args in [
+        vec!["verify"],
+        vec!["migrate", "status"],
+        vec!["backup", "--to", snapshot.to_str().unwrap()],
+    ] {
+        let out = run(voxflow_cmd(&data).args(&args));
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
+
+    let second = run(voxflow_cmd(&data).args(["serve", "--http", "127.0.0.1:0"]));
+    refused_naming(&second, pid);
+    assert!(
+        !stdout(&second).contains("VoxFlow listening"),
+        "{}",
+        describe(&second)
+    );
+    let below_latest = (voxflow::db::migrate::latest_version() - 1).to_string();
+    let restore = [
+        "restore".to_string(),
+        snapshot.to_string_lossy().into_owned(),
+    ];
+    for args in [
+        &["migrate", "up"][..],
+        &["migrate", "down", "--to", below_latest.as_str()],
+        &[restore[0].as_str(), restore[1].as_str()],
+        &["keys", "rotate"],
+    ] {
+        let out = run(voxflow_cmd(&data).args(args));
+        refused_naming(&out, pid);
+    }
+    // Nothing was rolled back or replaced: the server still answers on the
+    // latest schema.
+    let ready = http_get(&bin.base, "/health/readiness");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    stop(&mut bin);
+
+    // Once it has stopped, each works again.
+    for args in [
+        &[restore[0].as_str(), restore[1].as_str()][..],
+        &["migrate", "down", "--to", below_latest.as_str()],
+        &["migrate", "up"],
+        &["keys", "rotate"],
+    ] {
+        let out = run(voxflow_cmd(&data).args(args));
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
+    let mut again = spawn_serve(&data, &[]);
+    assert_eq!(http_get(&again.base, "/health/readiness").status, 200);
+    stop(&mut again);
+}

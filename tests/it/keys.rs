@@ -1182,7 +1182,7 @@ async fn the_binary_keeps_keys_out_of_its_log_rotates_and_refuses_a_wrong_key() 
     let out = rotate(dir.path(), &[], None);
     assert!(!out.status.success());
     assert!(
-        text(&out).1.contains("a server is running"),
+        text(&out).1.contains("a VoxFlow server (pid"),
         "{:?}",
         text(&out)
     );
