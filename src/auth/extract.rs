@@ -90,7 +90,14 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::unauthorized("Invalid or expired session"));
         }
         let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if from_cookie && unsafe_method && !same_origin(parts) {
+        // A WebSocket upgrade is a GET, but it opens a two-way channel that
+        // acts for the user: another site's page must not open one with the
+        // user's cookie (cross-site WebSocket hijacking).
+        let upgrade = parts
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if from_cookie && (unsafe_method || upgrade) && !same_origin(parts) {
             return Err(ApiError::forbidden(
                 "CSRF_CHECK_FAILED",
                 "Cross-site request refused: send it from the VoxFlow page or with a bearer token",

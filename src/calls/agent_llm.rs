@@ -95,19 +95,9 @@ pub struct AgentReply {
     pub usage: LlmTurn,
 }
 
-/// The agent's reply to `message`, with the agent's description as the
-/// system prompt and the latest turns of `transcript` as context. A provider
-/// failure is a 502 naming the provider; the tenant's key is marked used
-/// only when it answered.
-pub async fn reply(
-    state: &AppState,
-    user_id: &str,
-    run_id: &str,
-    plan: &LlmPlan,
-    prompt: String,
-    transcript: &[Turn],
-    message: &str,
-) -> Result<AgentReply, ApiError> {
+/// The messages of a turn: the agent's description as the system prompt,
+/// the latest turns of `transcript` as context, then `message`.
+fn context(prompt: String, transcript: &[Turn], message: &str) -> Vec<ChatMessage> {
     let mut messages = vec![ChatMessage {
         role: "system".into(),
         content: prompt,
@@ -121,47 +111,110 @@ pub async fn reply(
         role: "user".into(),
         content: message.to_string(),
     });
-    let target = Target {
-        provider: &plan.provider,
-        base_url: &plan.base_url,
-        api_key: plan.key.as_ref().map(|k| k.secret.as_str()),
-        model: &plan.model,
-    };
-    let answer = llm::chat(&state.http_client, &target, &messages, state.config.llm_timeout_secs)
-        .await
-        .map_err(|e| {
-            tracing::warn!(run_id = %run_id, provider = %plan.provider, error = %e, "LLM request failed");
-            provider_error(&e, &plan.provider)
-        })?;
-    let cost = state.config.llm_prices().cost(
-        &plan.provider,
-        &plan.model,
-        answer.usage.prompt_tokens,
-        answer.usage.completion_tokens,
-    );
-    if !cost.priced {
-        // Said once per turn, so an operator sees which model to price.
-        tracing::info!(run_id = %run_id, provider = %plan.provider, model = %plan.model,
-            "no price for this LLM model: its turns cost 0 (add it to VOXFLOW_LLM_PRICES)");
+    messages
+}
+
+impl LlmPlan {
+    fn target(&self) -> Target<'_> {
+        Target {
+            provider: &self.provider,
+            base_url: &self.base_url,
+            api_key: self.key.as_ref().map(|k| k.secret.as_str()),
+            model: &self.model,
+        }
     }
-    if plan
-        .key
-        .as_ref()
-        .is_some_and(|k| matches!(k.source, KeySource::User))
-    {
-        api_keys::mark_used(state, user_id, Provider::Groq).await?;
+
+    /// The 502 of a failed request (or a stream that broke off), logged.
+    pub fn failed(&self, run_id: &str, e: &LlmError) -> ApiError {
+        tracing::warn!(run_id = %run_id, provider = %self.provider, error = %e, "LLM request failed");
+        provider_error(e, &self.provider)
     }
-    Ok(AgentReply {
-        text: answer.text,
-        usage: LlmTurn {
-            provider: plan.provider.clone(),
-            model: plan.model.clone(),
-            prompt_tokens: answer.usage.prompt_tokens,
-            completion_tokens: answer.usage.completion_tokens,
+
+    /// What an answered turn used and cost; the tenant's key is marked used.
+    pub async fn answered(
+        &self,
+        state: &AppState,
+        user_id: &str,
+        run_id: &str,
+        usage: llm::Usage,
+    ) -> Result<LlmTurn, ApiError> {
+        let cost = state.config.llm_prices().cost(
+            &self.provider,
+            &self.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
+        if !cost.priced {
+            // Said once per turn, so an operator sees which model to price.
+            tracing::info!(run_id = %run_id, provider = %self.provider, model = %self.model,
+                "no price for this LLM model: its turns cost 0 (add it to VOXFLOW_LLM_PRICES)");
+        }
+        if self
+            .key
+            .as_ref()
+            .is_some_and(|k| matches!(k.source, KeySource::User))
+        {
+            api_keys::mark_used(state, user_id, Provider::Groq).await?;
+        }
+        Ok(LlmTurn {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
             cost_micros: cost.micros,
             priced: cost.priced,
-        },
+        })
+    }
+}
+
+/// The agent's reply to `message` (see `context`). A provider failure is a
+/// 502 naming the provider; the tenant's key is marked used only when it
+/// answered.
+pub async fn reply(
+    state: &AppState,
+    user_id: &str,
+    run_id: &str,
+    plan: &LlmPlan,
+    prompt: String,
+    transcript: &[Turn],
+    message: &str,
+) -> Result<AgentReply, ApiError> {
+    let messages = context(prompt, transcript, message);
+    let answer = llm::chat(
+        &state.http_client,
+        &plan.target(),
+        &messages,
+        state.config.llm_timeout_secs,
+    )
+    .await
+    .map_err(|e| plan.failed(run_id, &e))?;
+    let usage = plan.answered(state, user_id, run_id, answer.usage).await?;
+    Ok(AgentReply {
+        text: answer.text,
+        usage,
     })
+}
+
+/// The agent's reply to `message` as it is written (a voice call speaks
+/// its first sentence before the last is written); record what it used
+/// with `LlmPlan::answered` once it is `Done`.
+pub async fn reply_stream(
+    state: &AppState,
+    run_id: &str,
+    plan: &LlmPlan,
+    prompt: String,
+    transcript: &[Turn],
+    message: &str,
+) -> Result<tokio::sync::mpsc::Receiver<llm::Streamed>, ApiError> {
+    let messages = context(prompt, transcript, message);
+    llm::chat_stream(
+        &state.http_client,
+        &plan.target(),
+        &messages,
+        state.config.llm_timeout_secs,
+    )
+    .await
+    .map_err(|e| plan.failed(run_id, &e))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod routes;
 pub mod store;
 pub mod sweep;
 pub mod twilio_hooks;
+pub mod voice;
 
 /// What a client may give as the outcome of a call it ends (`api.md`).
 pub const END_DISPOSITIONS: [&str; 7] = [

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/run/{id}", get(get_run))
         .route("/transcript/{id}", get(get_transcript))
         .merge(super::phone::router())
+        .merge(super::voice::router())
 }
 
 /// An id given in a JSON body: required, and a UUID (a 400 otherwise).
@@ -231,11 +232,7 @@ async fn web_start(
             store::save_transcript(
                 &tx,
                 &run_id,
-                &[Turn {
-                    role: "assistant".into(),
-                    content: greeting.clone(),
-                    at: created_at,
-                }],
+                &[Turn::new("assistant", greeting.clone(), created_at)],
             )?;
             audit::record(
                 &tx,
@@ -270,7 +267,7 @@ struct MessageBody {
 
 /// The run for a message or an end: the caller's (404), a web call (409:
 /// a phone call is Twilio's to drive and end) and in progress (409).
-fn live_run(
+pub(super) fn live_run(
     conn: &rusqlite::Connection,
     user_id: &str,
     run_id: &str,
@@ -375,16 +372,8 @@ async fn web_message(
                 }
             };
             let replied_at = store::now(&tx)?;
-            turns.push(Turn {
-                role: "user".into(),
-                content: message,
-                at: said_at,
-            });
-            turns.push(Turn {
-                role: "assistant".into(),
-                content: reply.text,
-                at: replied_at,
-            });
+            turns.push(Turn::new("user", message, said_at));
+            turns.push(Turn::new("assistant", reply.text, replied_at));
             store::save_transcript(&tx, &run_id, &turns)?;
             tx.commit()?;
             Ok::<_, ApiError>(())

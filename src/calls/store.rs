@@ -57,6 +57,35 @@ pub struct Turn {
     pub content: String,
     /// When it was said, RFC 3339 UTC.
     pub at: String,
+    /// A voice call's answer: how long each step took after the caller
+    /// stopped speaking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<TurnLatency>,
+    /// A voice call's answer the caller talked over: `content` is what was
+    /// spoken before the agent stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+impl Turn {
+    pub fn new(role: impl Into<String>, content: impl Into<String>, at: impl Into<String>) -> Turn {
+        Turn {
+            role: role.into(),
+            content: content.into(),
+            at: at.into(),
+            latency: None,
+            interrupted: false,
+        }
+    }
+}
+
+/// Milliseconds from the final transcript of the caller's words (the end
+/// of their speech, as the speech-to-text service decided it) to the
+/// agent's first LLM token and to its first audio sent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TurnLatency {
+    pub llm_first_token_ms: u64,
+    pub first_audio_ms: u64,
 }
 
 /// The stored transcript. A run that has none, or a first-edition run whose

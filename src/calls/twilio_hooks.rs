@@ -296,11 +296,7 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
     // Twilio may ask again (a retry): the greeting is written down once.
     let turns = if hook.found.transcript.is_empty() {
         let at = db_now(&state).await?;
-        vec![Turn {
-            role: "assistant".into(),
-            content: greeting.clone(),
-            at,
-        }]
+        vec![Turn::new("assistant", greeting.clone(), at)]
     } else {
         Vec::new()
     };
@@ -386,16 +382,8 @@ async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response
     };
     let replied_at = db_now(&state).await?;
     let turns = vec![
-        Turn {
-            role: "user".into(),
-            content: speech,
-            at: said_at,
-        },
-        Turn {
-            role: "assistant".into(),
-            content: reply.text.clone(),
-            at: replied_at,
-        },
+        Turn::new("user", speech, said_at),
+        Turn::new("assistant", reply.text.clone(), replied_at),
     ];
     append_turns(
         &state,

@@ -31,7 +31,7 @@ pub struct Target<'a> {
     pub model: &'a str,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum LlmError {
     #[error("did not answer within {0} seconds")]
     Timeout(u64),
@@ -111,6 +111,118 @@ pub async fn chat(
             CappedRead::Failed(e) => send_error(e),
         })?;
     parse_reply(&raw).ok_or(LlmError::BadReply)
+}
+
+/// What a streamed chat completion sends, piece by piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Streamed {
+    /// More of the reply's text (`choices[0].delta.content`).
+    Text(String),
+    /// The end, with what it used (the last chunk's `usage`, asked for with
+    /// `stream_options.include_usage`; 0 when the server sends none).
+    Done(Usage),
+    /// The stream broke off or sent something unreadable.
+    Failed(LlmError),
+}
+
+/// Sends `messages` with `"stream": true` and returns the reply as it comes
+/// (server-sent events, `data: {…}` lines ending with `data: [DONE]`), so a
+/// voice call can speak its first sentence before the last is written.
+pub async fn chat_stream(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    messages: &[ChatMessage],
+    timeout_secs: u64,
+) -> Result<tokio::sync::mpsc::Receiver<Streamed>, LlmError> {
+    use futures_util::StreamExt;
+    let body = json!({
+        "model": target.model,
+        "messages": messages,
+        "max_tokens": MAX_REPLY_TOKENS,
+        "stream": true,
+        "stream_options": { "include_usage": true },
+    });
+    let mut request = client
+        .post(completions_url(target.base_url))
+        .timeout(Duration::from_secs(timeout_secs))
+        .json(&body);
+    if let Some(key) = target.api_key {
+        request = request.bearer_auth(key);
+    }
+    let failed = move |e: reqwest::Error| {
+        if e.is_timeout() {
+            LlmError::Timeout(timeout_secs)
+        } else {
+            LlmError::Unreachable
+        }
+    };
+    let response = request.send().await.map_err(failed)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(match status.as_u16() {
+            401 | 403 => LlmError::Unauthorized(status.as_u16()),
+            429 => LlmError::RateLimited,
+            code => LlmError::Status(code),
+        });
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut body = response.bytes_stream();
+    tokio::spawn(async move {
+        let mut pending = Vec::<u8>::new();
+        let mut usage = Usage::default();
+        let mut read = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Streamed::Failed(failed(e))).await;
+                    return;
+                }
+            };
+            read += chunk.len();
+            if read > MAX_RESPONSE_BYTES {
+                let _ = tx.send(Streamed::Failed(LlmError::BadReply)).await;
+                return;
+            }
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    let _ = tx.send(Streamed::Done(usage)).await;
+                    return;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    let _ = tx.send(Streamed::Failed(LlmError::BadReply)).await;
+                    return;
+                };
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    let count = |n: &str| u.get(n).and_then(Value::as_u64).unwrap_or(0);
+                    usage = Usage {
+                        prompt_tokens: count("prompt_tokens"),
+                        completion_tokens: count("completion_tokens"),
+                    };
+                }
+                let delta = v
+                    .get("choices")
+                    .and_then(|c| c.get(0))
+                    .and_then(|c| c.get("delta"))
+                    .and_then(|d| d.get("content"))
+                    .and_then(Value::as_str);
+                if let Some(text) = delta.filter(|t| !t.is_empty()) {
+                    if tx.send(Streamed::Text(text.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        // The connection ended without [DONE]: what came counts.
+        let _ = tx.send(Streamed::Done(usage)).await;
+    });
+    Ok(rx)
 }
 
 /// `choices[0].message.content`, trimmed, when it says something, with

@@ -17,3 +17,4 @@ mod schema;
 mod twilio_standin;
 mod ui;
 mod usage;
+mod voice;

@@ -1,0 +1,913 @@
+//! Browser voice calls: `GET /api/calls/web/{run_id}/audio`, a WebSocket
+//! that carries the caller's microphone (16-bit little-endian mono PCM at
+//! 16 kHz) to streaming speech-to-text, the final transcript to the agent's
+//! LLM (streamed), and the reply sentence by sentence through text-to-speech
+//! back to the caller, paced in real time. When the caller speaks while the
+//! agent is speaking (barge-in), the rest of that answer is dropped, the
+//! client is told to flush what it buffered (`interrupted`), and only what
+//! was spoken goes into the transcript.
+//!
+//! Protocol. Client → server: binary frames of PCM (10–200 ms each), text
+//! frames `{"type":"text","text":…}` (a typed turn) and `{"type":"end"}`.
+//! Server → client: `{"type":"ready","sample_rate":16000}`,
+//! `{"type":"transcript","role":…,"text":…,"final":bool}`, `{"type":"speaking"}`,
+//! `{"type":"interrupted"}`, `{"type":"error","code":…,"message":…}`,
+//! `{"type":"ended","run":{…}}`, and binary frames of the agent's speech.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use rusqlite::TransactionBehavior;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::agent_llm::{self, plan_llm, setup_required, LlmPlan};
+use super::store::{self, Disposition, Finish, LlmTurn, Measure, Outcome, Turn, TurnLatency};
+use crate::api_keys::{self, Provider};
+use crate::auth::extract::CurrentUser;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::ApiPath;
+use crate::http::AppState;
+use crate::providers::deepgram::{self, Heard, ListenParams};
+use crate::providers::llm::Streamed;
+use crate::service_config;
+
+/// The sample rate of audio both ways.
+pub const SAMPLE_RATE: u32 = 16_000;
+/// 16-bit mono: bytes per millisecond of audio.
+const BYTES_PER_MS: usize = (SAMPLE_RATE as usize / 1000) * 2;
+/// What one client frame may hold: 10 to 200 ms of audio.
+const MIN_FRAME: usize = 10 * BYTES_PER_MS;
+const MAX_FRAME: usize = 200 * BYTES_PER_MS;
+/// A larger frame is answered with an error frame (the call goes on)...
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// ...and one larger than this ends the connection unread.
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// The agent's speech goes out in frames of this much audio...
+const OUT_FRAME_MS: u64 = 20;
+/// ...at most this far ahead of real time, so that a barge-in leaves the
+/// client little to flush.
+const LEAD: Duration = Duration::from_millis(60);
+/// Silence after which Deepgram ends an utterance.
+const ENDPOINTING_MS: u32 = 300;
+/// How often a live call marks its run active (the idle sweep).
+const TOUCH_EVERY: Duration = Duration::from_secs(5);
+/// The longest text turn typed inside a voice call.
+const MAX_TEXT_CHARS: usize = 4000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/web/{run_id}/audio", get(audio_socket))
+}
+
+/// What a voice call needs from the tenant's setup.
+struct Setup {
+    plan: LlmPlan,
+    deepgram_key: String,
+    stt_model: String,
+    tts_voice: String,
+}
+
+async fn voice_setup(state: &AppState, user_id: &str) -> Result<Setup, ApiError> {
+    let config = {
+        let user_id = user_id.to_string();
+        state
+            .db
+            .read(move |c| service_config::load(c, &user_id).map_err(ApiError::from))
+            .await?
+    };
+    if config.stt_provider != "deepgram" || config.tts_provider != "deepgram" {
+        return Err(setup_required(
+            "Voice calls need Deepgram for speech: set stt_provider and tts_provider to deepgram in the service configuration",
+        ));
+    }
+    let plan = plan_llm(state, user_id, &config).await?;
+    let Some(key) = api_keys::resolve(state, user_id, Provider::Deepgram).await? else {
+        return Err(setup_required(
+            "Voice calls need a Deepgram key: save one under API keys (or ask the administrator to set DEEPGRAM_API_KEY)",
+        ));
+    };
+    Ok(Setup {
+        plan,
+        deepgram_key: key.secret,
+        stt_model: config.stt_model,
+        tts_voice: config.tts_voice,
+    })
+}
+
+/// The upgrade: the caller's own web call in progress (404 for another
+/// tenant's or a missing run, 409 for a phone run or one that ended), with
+/// speech set up (400), before anything is upgraded.
+async fn audio_socket(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    ApiPath(run_id): ApiPath<Uuid>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let run_id = run_id.to_string();
+    let user_id = current.user.id;
+    let found = {
+        let (user_id, run_id) = (user_id.clone(), run_id.clone());
+        state
+            .db
+            .read(move |c| super::routes::live_run(c, &user_id, &run_id))
+            .await?
+    };
+    let setup = voice_setup(&state, &user_id).await?;
+    let upgrade = upgrade.map_err(|r| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "WEBSOCKET_REQUIRED",
+            format!("Open this URL as a WebSocket: {}", r.body_text()),
+        )
+    })?;
+    let greeting = found
+        .transcript
+        .first()
+        .filter(|t| t.role == "assistant" && found.transcript.len() == 1)
+        .map(|t| t.content.clone());
+    let prompt = {
+        let agent_id = found.run.agent_id.clone();
+        state
+            .db
+            .read(move |c| store::agent_prompt(c, &agent_id).map_err(ApiError::from))
+            .await?
+    };
+    let call = Arc::new(Call {
+        state,
+        user_id,
+        run_id,
+        prompt,
+        setup,
+    });
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run_session(call, socket, greeting))
+        .into_response())
+}
+
+/// One voice call's fixed facts.
+struct Call {
+    state: AppState,
+    user_id: String,
+    run_id: String,
+    prompt: String,
+    setup: Setup,
+}
+
+/// What goes out on the socket. Audio carries the answer it belongs to
+/// (its generation): after a barge-in the writer drops the rest of the
+/// interrupted answer's audio unsent, and counts what it did send.
+enum Out {
+    Json(Value),
+    Audio {
+        pcm: Vec<u8>,
+        generation: u64,
+        spoken: Arc<Mutex<Spoken>>,
+    },
+    Close,
+}
+
+fn frame(kind: &str, extra: Value) -> Out {
+    let mut v = json!({ "type": kind });
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    Out::Json(v)
+}
+
+/// The socket's sending side as answers see it: frames to send, and the
+/// generation of the answer whose audio may still go out.
+#[derive(Clone)]
+struct Voice {
+    out: mpsc::Sender<Out>,
+    current: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Voice {
+    /// Makes a new answer the one whose audio goes out; any other answer's
+    /// audio still queued is dropped.
+    fn next_generation(&self) -> u64 {
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    async fn send(&self, out: Out) {
+        let _ = self.out.send(out).await;
+    }
+}
+
+fn error_frame(code: &str, message: &str) -> Out {
+    frame("error", json!({ "code": code, "message": message }))
+}
+
+/// What the agent has said of its current answer: the sentences queued for
+/// speech with their audio so far, and how much audio has gone out.
+#[derive(Default)]
+struct Spoken {
+    /// (sentence, its audio bytes so far, whether all its audio has come)
+    sentences: Vec<(String, usize, bool)>,
+    queued: usize,
+    sent: usize,
+    /// Whether the whole answer was stored already (its LLM reply is done).
+    saved: bool,
+}
+
+/// Speech runs at about 15 characters a second: the audio a sentence whose
+/// speech is still being made will probably have.
+const BYTES_PER_CHAR: usize = 66 * BYTES_PER_MS;
+
+impl Spoken {
+    /// The text the caller heard: whole sentences whose audio went out, and
+    /// of the one cut off, its words in proportion to the audio sent.
+    fn heard(&self) -> String {
+        let mut left = self.sent;
+        let mut out: Vec<String> = Vec::new();
+        for (text, bytes, complete) in &self.sentences {
+            let total = if *complete {
+                *bytes
+            } else {
+                (*bytes).max(text.chars().count() * BYTES_PER_CHAR)
+            };
+            if left >= total {
+                out.push(text.clone());
+                left -= total;
+                continue;
+            }
+            if left > 0 && total > 0 {
+                let words: Vec<&str> = text.split_whitespace().collect();
+                let n = words.len() * left / total;
+                if n > 0 {
+                    out.push(words[..n].join(" "));
+                }
+            }
+            break;
+        }
+        out.join(" ")
+    }
+}
+
+/// An answer being spoken: its task, and what of it was said.
+struct Answer {
+    task: JoinHandle<()>,
+    spoken: Arc<Mutex<Spoken>>,
+    /// The caller's words it answers (empty for the greeting).
+    said: Turn,
+}
+
+impl Answer {
+    /// Still being written or spoken: its audio has not all gone out.
+    fn speaking(&self) -> bool {
+        !self.task.is_finished()
+            || self
+                .spoken
+                .lock()
+                .map(|s| s.sent < s.queued)
+                .unwrap_or(false)
+    }
+}
+
+/// The session: reads the socket and the speech-to-text events, and runs one
+/// answer at a time.
+async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String>) {
+    let (mut sink, mut incoming) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(256);
+    // The writer: frames in order; audio paced in real time, a little
+    // ahead; audio of an interrupted answer dropped.
+    let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let current = current.clone();
+        tokio::spawn(async move {
+            let mut next_due: Option<Instant> = None;
+            while let Some(out) = out_rx.recv().await {
+                let (msg, counted) = match out {
+                    Out::Json(v) => (Message::Text(v.to_string().into()), None),
+                    Out::Audio {
+                        pcm,
+                        generation,
+                        spoken,
+                    } => {
+                        if generation != current.load(std::sync::atomic::Ordering::SeqCst) {
+                            continue;
+                        }
+                        let now = Instant::now();
+                        let due = next_due.filter(|d| *d + LEAD >= now).unwrap_or(now);
+                        if let Some(wait) = due.checked_duration_since(now + LEAD) {
+                            tokio::time::sleep(wait).await;
+                        }
+                        next_due =
+                            Some(due + Duration::from_millis((pcm.len() / BYTES_PER_MS) as u64));
+                        let n = pcm.len();
+                        (Message::Binary(pcm.into()), Some((spoken, n)))
+                    }
+                    Out::Close => {
+                        let _ = sink.close().await;
+                        break;
+                    }
+                };
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
+                if let Some((spoken, n)) = counted {
+                    if let Ok(mut s) = spoken.lock() {
+                        s.sent += n;
+                    }
+                }
+            }
+        })
+    };
+    let voice = Voice {
+        out: out_tx.clone(),
+        current,
+    };
+    let _ = out_tx
+        .send(frame("ready", json!({ "sample_rate": SAMPLE_RATE })))
+        .await;
+
+    let listening = deepgram::listen(
+        &call.state.config.deepgram_base_url,
+        &call.setup.deepgram_key,
+        &ListenParams {
+            model: &call.setup.stt_model,
+            language: None,
+            sample_rate: SAMPLE_RATE,
+            endpointing_ms: ENDPOINTING_MS,
+        },
+        Duration::from_secs(call.state.config.provider_timeout_secs),
+    )
+    .await;
+    let (stt_audio, mut heard) = match listening {
+        Ok(l) => (Some(l.audio), Some(l.heard)),
+        Err(e) => {
+            tracing::warn!(run_id = %call.run_id, error = %e, "Deepgram live transcription failed");
+            let _ = out_tx
+                .send(error_frame(
+                    "PROVIDER_ERROR",
+                    &format!("The speech-to-text provider (deepgram) {e}; typed turns still work"),
+                ))
+                .await;
+            (None, None)
+        }
+    };
+
+    let mut answer: Option<Answer> = None;
+    if let Some(g) = greeting {
+        answer = Some(speak_only(&call, &voice, g));
+    }
+    let mut utterance = String::new();
+    let idle = Duration::from_secs(call.state.config.run_idle_timeout_secs);
+    let mut last_heard = Instant::now();
+    let mut last_touch = Instant::now();
+    let ending: (Disposition<'static>, Measure) = loop {
+        let heard_next = async {
+            match heard.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = incoming.next() => {
+                let Some(Ok(msg)) = msg else {
+                    // Closed without `end`: the call is over all the same.
+                    break (Disposition::Set("user_hangup"), Measure::UntilNow);
+                };
+                last_heard = Instant::now();
+                if last_touch.elapsed() >= TOUCH_EVERY {
+                    last_touch = Instant::now();
+                    let run_id = call.run_id.clone();
+                    let _ = call.state.db.write(move |c| store::touch(c, &run_id).map_err(ApiError::from)).await;
+                }
+                match msg {
+                    Message::Binary(pcm) if pcm.len() > MAX_FRAME_BYTES => {
+                        let _ = out_tx.send(error_frame("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")).await;
+                    }
+                    Message::Text(text) if text.len() > MAX_FRAME_BYTES => {
+                        let _ = out_tx.send(error_frame("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")).await;
+                    }
+                    Message::Binary(pcm) => {
+                        if pcm.len() % 2 == 1 || !(MIN_FRAME..=MAX_FRAME).contains(&pcm.len()) {
+                            let _ = out_tx.send(error_frame("INVALID_AUDIO", "Audio frames are 16-bit mono PCM at 16 kHz, 10 to 200 ms each")).await;
+                            continue;
+                        }
+                        if let Some(stt) = &stt_audio {
+                            let _ = stt.send(pcm.to_vec()).await;
+                        }
+                    }
+                    Message::Text(text) => match client_frame(&text) {
+                        Ok(ClientFrame::End) => break (Disposition::Set("user_hangup"), Measure::UntilNow),
+                        Ok(ClientFrame::Text(t)) => {
+                            let _ = out_tx.send(frame("transcript", json!({"role": "user", "text": t, "final": true}))).await;
+                            interrupt(&call, &voice, answer.take()).await;
+                            answer = Some(start_answer(&call, &voice, t, Instant::now()));
+                        }
+                        Err(message) => {
+                            let _ = out_tx.send(error_frame("INVALID_FRAME", message)).await;
+                        }
+                    },
+                    Message::Close(_) => break (Disposition::Set("user_hangup"), Measure::UntilNow),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            h = heard_next => {
+                let Some(h) = h else {
+                    heard = None;
+                    let _ = out_tx.send(error_frame("PROVIDER_ERROR", "The speech-to-text provider (deepgram) closed the stream; typed turns still work")).await;
+                    continue;
+                };
+                let speaking = answer.as_ref().is_some_and(Answer::speaking);
+                match h {
+                    Heard::SpeechStarted if speaking => {
+                        interrupt(&call, &voice, answer.take()).await;
+                    }
+                    Heard::SpeechStarted => {}
+                    Heard::Transcript { text, is_final, speech_final } => {
+                        if !text.is_empty() && speaking {
+                            interrupt(&call, &voice, answer.take()).await;
+                        }
+                        if is_final && !text.is_empty() {
+                            if !utterance.is_empty() { utterance.push(' '); }
+                            utterance.push_str(&text);
+                        }
+                        if !text.is_empty() || speech_final {
+                            let shown = if is_final { utterance.clone() } else { format!("{utterance} {text}").trim().to_string() };
+                            if !shown.is_empty() {
+                                let _ = out_tx.send(frame("transcript", json!({"role": "user", "text": shown, "final": speech_final}))).await;
+                            }
+                        }
+                        if speech_final && !utterance.is_empty() {
+                            let said = std::mem::take(&mut utterance);
+                            interrupt(&call, &voice, answer.take()).await;
+                            answer = Some(start_answer(&call, &voice, said, Instant::now()));
+                        }
+                    }
+                    Heard::UtteranceEnd => {
+                        if !utterance.is_empty() {
+                            let said = std::mem::take(&mut utterance);
+                            interrupt(&call, &voice, answer.take()).await;
+                            answer = Some(start_answer(&call, &voice, said, Instant::now()));
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until((last_heard + idle).into()) => {
+                break (Disposition::Set(super::ABANDONED), Measure::UntilLastActivity);
+            }
+        }
+    };
+    // An answer still being spoken when the call ends is kept as far as it
+    // was said.
+    interrupt(&call, &voice, answer.take()).await;
+    drop(stt_audio);
+    let finished = finish(&call, ending.0, ending.1).await;
+    match finished {
+        Ok(Some(run)) => {
+            let _ = out_tx.send(frame("ended", json!({ "run": run }))).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(run_id = %call.run_id, error = %e, "cannot end a voice call"),
+    }
+    let _ = out_tx.send(Out::Close).await;
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+enum ClientFrame {
+    Text(String),
+    End,
+}
+
+/// A client's text frame, or why it is not one.
+fn client_frame(raw: &str) -> Result<ClientFrame, &'static str> {
+    let v: Value =
+        serde_json::from_str(raw).map_err(|_| "Text frames are JSON objects with a type")?;
+    match v.get("type").and_then(Value::as_str) {
+        Some("end") => Ok(ClientFrame::End),
+        Some("text") => {
+            let text = v
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or_default();
+            if text.is_empty() {
+                Err("A text frame needs a non-empty text")
+            } else if text.chars().count() > MAX_TEXT_CHARS {
+                Err("A text frame may hold at most 4000 characters")
+            } else {
+                Ok(ClientFrame::Text(text.to_string()))
+            }
+        }
+        _ => Err("Unknown frame type: send text or end"),
+    }
+}
+
+/// Ends the run through `finish_run` (the triggers bill it); the run as
+/// the API shows it, or `None` when it had already ended.
+async fn finish(
+    call: &Call,
+    disposition: Disposition<'static>,
+    duration: Measure,
+) -> Result<Option<Value>, ApiError> {
+    let run_id = call.run_id.clone();
+    call.state
+        .db
+        .write(move |c| {
+            let finish = Finish {
+                outcome: Outcome::Completed,
+                disposition,
+                duration,
+            };
+            let Some(run) = store::finish_run(c, &run_id, &finish)? else {
+                return Ok(None);
+            };
+            Ok(Some(serde_json::to_value(run).map_err(ApiError::internal)?))
+        })
+        .await
+}
+
+/// Stops the answer being spoken, if any: its remaining audio is dropped,
+/// the client is told to flush what it buffered, and the transcript keeps
+/// the caller's words with what the agent got to say.
+async fn interrupt(call: &Call, voice: &Voice, answer: Option<Answer>) {
+    let Some(answer) = answer else { return };
+    if !answer.speaking() {
+        return;
+    }
+    answer.task.abort();
+    voice.next_generation();
+    voice.send(frame("interrupted", json!({}))).await;
+    let (heard, saved) = answer
+        .spoken
+        .lock()
+        .map(|s| (s.heard(), s.saved))
+        .unwrap_or_default();
+    if answer.said.content.is_empty() && !saved {
+        // The greeting: stored when the call started.
+        return;
+    }
+    let stored = if saved {
+        amend_last_answer(call, heard).await
+    } else {
+        let mut reply = Turn::new("assistant", heard, String::new());
+        reply.interrupted = true;
+        save_turns(call, vec![answer.said, reply], None).await
+    };
+    if let Err(e) = stored {
+        tracing::warn!(run_id = %call.run_id, error = %e, "cannot store an interrupted voice turn");
+    }
+}
+
+/// The stored answer was cut off while it was being spoken: it keeps only
+/// what was heard.
+async fn amend_last_answer(call: &Call, heard: String) -> Result<(), ApiError> {
+    let (user_id, run_id) = (call.user_id.clone(), call.run_id.clone());
+    call.state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(found) = store::owned_run(&tx, &user_id, &run_id)? {
+                let mut all = found.transcript;
+                if let Some(last) = all.last_mut().filter(|t| t.role == "assistant") {
+                    last.content = heard;
+                    last.interrupted = true;
+                }
+                store::save_transcript(&tx, &run_id, &all)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+}
+
+/// Appends `turns` (an empty `at` is now) and an LLM turn's usage to the
+/// run, while it is in progress.
+async fn save_turns(
+    call: &Call,
+    mut turns: Vec<Turn>,
+    usage: Option<LlmTurn>,
+) -> Result<(), ApiError> {
+    let (user_id, run_id) = (call.user_id.clone(), call.run_id.clone());
+    call.state
+        .db
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(usage) = &usage {
+                // The provider answered, so it charged.
+                store::record_llm_turn(&tx, &run_id, &user_id, usage)?;
+            }
+            if let Some(found) =
+                store::owned_run(&tx, &user_id, &run_id)?.filter(|f| f.run.status == "in_progress")
+            {
+                let now = store::now(&tx)?;
+                for t in &mut turns {
+                    if t.at.is_empty() {
+                        t.at = now.clone();
+                    }
+                }
+                let mut all = found.transcript;
+                all.extend(turns);
+                store::save_transcript(&tx, &run_id, &all)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+}
+
+/// Speaks `text` (the greeting), storing nothing: it is in the transcript
+/// already.
+fn speak_only(call: &Arc<Call>, voice: &Voice, text: String) -> Answer {
+    let spoken = Arc::new(Mutex::new(Spoken::default()));
+    let generation = voice.next_generation();
+    let (call2, voice2, spoken2) = (call.clone(), voice.clone(), spoken.clone());
+    let task = tokio::spawn(async move {
+        voice2
+            .send(frame(
+                "transcript",
+                json!({"role": "assistant", "text": text, "final": true}),
+            ))
+            .await;
+        say(&call2, &voice2, generation, &spoken2, &text).await;
+    });
+    Answer {
+        task,
+        spoken,
+        said: Turn::new("user", String::new(), String::new()),
+    }
+}
+
+/// Synthesises one sentence and queues its audio in 20 ms frames;
+/// `Some(Instant)` of its first audio queued.
+async fn say(
+    call: &Call,
+    voice: &Voice,
+    generation: u64,
+    spoken: &Arc<Mutex<Spoken>>,
+    sentence: &str,
+) -> Option<Instant> {
+    let (pcm_tx, mut pcm_rx) = mpsc::channel::<Vec<u8>>(32);
+    let index = {
+        let mut s = spoken.lock().ok()?;
+        s.sentences.push((sentence.to_string(), 0, false));
+        s.sentences.len() - 1
+    };
+    let synth = {
+        let (client, base, key, voice_name, text) = (
+            call.state.http_client.clone(),
+            call.state.config.deepgram_base_url.clone(),
+            call.setup.deepgram_key.clone(),
+            call.setup.tts_voice.clone(),
+            sentence.to_string(),
+        );
+        let timeout = Duration::from_secs(call.state.config.provider_timeout_secs);
+        tokio::spawn(async move {
+            let to = deepgram::SpeakTarget {
+                base_url: &base,
+                key: &key,
+                voice: &voice_name,
+                sample_rate: SAMPLE_RATE,
+                timeout,
+            };
+            deepgram::speak(&client, &to, &text, &pcm_tx).await
+        })
+    };
+    let mut first = None;
+    let mut pending = Vec::new();
+    let frame_bytes = OUT_FRAME_MS as usize * BYTES_PER_MS;
+    let queue = |pcm: Vec<u8>| {
+        if let Ok(mut s) = spoken.lock() {
+            s.queued += pcm.len();
+            if let Some(entry) = s.sentences.get_mut(index) {
+                entry.1 += pcm.len();
+            }
+        }
+        Out::Audio {
+            pcm,
+            generation,
+            spoken: spoken.clone(),
+        }
+    };
+    loop {
+        let chunk = pcm_rx.recv().await;
+        let done = chunk.is_none();
+        pending.extend(chunk.unwrap_or_default());
+        while pending.len() >= frame_bytes || (done && !pending.is_empty()) {
+            let rest = pending.split_off(frame_bytes.min(pending.len()));
+            let pcm = std::mem::replace(&mut pending, rest);
+            if first.is_none() {
+                first = Some(Instant::now());
+                let opening = spoken.lock().map(|s| s.queued == 0).unwrap_or(false);
+                if opening {
+                    voice.send(frame("speaking", json!({}))).await;
+                }
+            }
+            voice.send(queue(pcm)).await;
+        }
+        if done {
+            break;
+        }
+    }
+    if let Ok(mut s) = spoken.lock() {
+        if let Some(entry) = s.sentences.get_mut(index) {
+            entry.2 = true;
+        }
+    }
+    if let Ok(Err(e)) = synth.await {
+        tracing::warn!(run_id = %call.run_id, error = %e, "Deepgram text to speech failed");
+        voice
+            .send(error_frame(
+                "PROVIDER_ERROR",
+                &format!("The text-to-speech provider (deepgram) {e}"),
+            ))
+            .await;
+    }
+    first
+}
+
+/// Where a reply's text can be cut into a sentence to speak: after `.`,
+/// `!`, `?` or a line break followed by white space.
+fn sentence_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(1)).find_map(|i| {
+        (matches!(bytes[i], b'.' | b'!' | b'?' | b'\n') && bytes[i + 1].is_ascii_whitespace())
+            .then_some(i + 1)
+    })
+}
+
+/// Starts the agent's answer to `said`: the LLM's reply streamed, spoken
+/// sentence by sentence as it arrives, stored with its latencies when done.
+fn start_answer(call: &Arc<Call>, voice: &Voice, said: String, final_at: Instant) -> Answer {
+    let spoken = Arc::new(Mutex::new(Spoken::default()));
+    let said_turn = Turn::new("user", said, String::new());
+    let generation = voice.next_generation();
+    let (call2, voice2, spoken2, said_turn2) = (
+        call.clone(),
+        voice.clone(),
+        spoken.clone(),
+        said_turn.clone(),
+    );
+    let task = tokio::spawn(async move {
+        let answered = answer(&call2, &voice2, generation, &spoken2, said_turn2, final_at).await;
+        if let Err(e) = answered {
+            voice2.send(error_frame(e.code, &e.message)).await;
+        }
+    });
+    Answer {
+        task,
+        spoken,
+        said: said_turn,
+    }
+}
+
+async fn answer(
+    call: &Call,
+    voice: &Voice,
+    generation: u64,
+    spoken: &Arc<Mutex<Spoken>>,
+    said: Turn,
+    final_at: Instant,
+) -> Result<(), ApiError> {
+    let (transcript, spent) = {
+        let (user_id, run_id) = (call.user_id.clone(), call.run_id.clone());
+        call.state
+            .db
+            .read(move |c| {
+                let found = store::owned_run(c, &user_id, &run_id)?;
+                let spent = super::routes::quota_spent_during(c, &user_id, &run_id)?;
+                Ok::<_, ApiError>((found.map(|f| f.transcript).unwrap_or_default(), spent))
+            })
+            .await?
+    };
+    if spent {
+        voice
+            .send(error_frame(
+                "QUOTA_EXCEEDED",
+                "This month's tokens are used up: the call ends",
+            ))
+            .await;
+        let _ = finish(
+            call,
+            Disposition::Set(super::QUOTA_EXCEEDED),
+            Measure::UntilNow,
+        )
+        .await;
+        return Ok(());
+    }
+    let mut stream = agent_llm::reply_stream(
+        &call.state,
+        &call.run_id,
+        &call.setup.plan,
+        call.prompt.clone(),
+        &transcript,
+        &said.content,
+    )
+    .await?;
+    let mut text = String::new();
+    let mut pending = String::new();
+    let mut first_token: Option<Instant> = None;
+    let mut first_audio: Option<Instant> = None;
+    let usage = loop {
+        let Some(piece) = stream.recv().await else {
+            break crate::providers::llm::Usage::default();
+        };
+        match piece {
+            Streamed::Text(t) => {
+                first_token.get_or_insert_with(Instant::now);
+                text.push_str(&t);
+                pending.push_str(&t);
+                while let Some(end) = sentence_end(&pending) {
+                    let sentence: String = pending.drain(..end).collect();
+                    let sentence = sentence.trim().to_string();
+                    if !sentence.is_empty() {
+                        let started = say(call, voice, generation, spoken, &sentence).await;
+                        if first_audio.is_none() {
+                            first_audio = started;
+                        }
+                    }
+                }
+            }
+            Streamed::Done(u) => break u,
+            Streamed::Failed(e) => return Err(call.setup.plan.failed(&call.run_id, &e)),
+        }
+    };
+    let rest = pending.trim().to_string();
+    if !rest.is_empty() {
+        let started = say(call, voice, generation, spoken, &rest).await;
+        if first_audio.is_none() {
+            first_audio = started;
+        }
+    }
+    let text = text.trim().to_string();
+    voice
+        .send(frame(
+            "transcript",
+            json!({"role": "assistant", "text": text, "final": true}),
+        ))
+        .await;
+    let ms = |t: Option<Instant>| t.map_or(0, |t| t.duration_since(final_at).as_millis() as u64);
+    let usage = call
+        .setup
+        .plan
+        .answered(&call.state, &call.user_id, &call.run_id, usage)
+        .await?;
+    let mut reply = Turn::new("assistant", text, String::new());
+    reply.latency = Some(TurnLatency {
+        llm_first_token_ms: ms(first_token),
+        first_audio_ms: ms(first_audio),
+    });
+    save_turns(call, vec![said, reply], Some(usage)).await?;
+    if let Ok(mut s) = spoken.lock() {
+        s.saved = true;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_cut_at_sentence_ends() {
+        assert_eq!(sentence_end("Hello there. How"), Some(12));
+        assert_eq!(sentence_end("Dr.Smith is in"), None);
+        assert_eq!(sentence_end("Done!"), None, "the end of the text may grow");
+        assert_eq!(sentence_end("Yes?\nOk"), Some(4));
+    }
+
+    #[test]
+    fn what_was_heard_is_the_audio_that_went_out() {
+        let mut s = Spoken::default();
+        s.sentences.push(("One two three four.".into(), 400, true));
+        s.sentences
+            .push(("Five six seven eight.".into(), 400, true));
+        s.sent = 400 + 200;
+        assert_eq!(s.heard(), "One two three four. Five six");
+        s.sent = 100;
+        assert_eq!(s.heard(), "One");
+        s.sent = 0;
+        assert_eq!(s.heard(), "");
+    }
+
+    #[test]
+    fn client_frames_are_checked() {
+        assert!(matches!(
+            client_frame(r#"{"type":"end"}"#),
+            Ok(ClientFrame::End)
+        ));
+        assert!(
+            matches!(client_frame(r#"{"type":"text","text":" hi "}"#), Ok(ClientFrame::Text(t)) if t == "hi")
+        );
+        assert!(client_frame("nope").is_err());
+        assert!(client_frame(r#"{"type":"text","text":""}"#).is_err());
+        assert!(client_frame(r#"{"type":"shout"}"#).is_err());
+    }
+}

@@ -1,0 +1,612 @@
+//! Browser voice calls over `GET /api/calls/web/{run_id}/audio`, against
+//! stand-ins that speak the real protocols: a Deepgram stand-in (the live
+//! `/v1/listen` WebSocket, answering `SpeechStarted` and `Results` with
+//! `is_final`/`speech_final` once it has received enough audio, and
+//! `/v1/speak` returning PCM) and an OpenAI-compatible LLM that streams its
+//! reply as server-sent events. The caller's audio is speech synthesised by
+//! espeak-ng and resampled to 16 kHz by sox.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::agents::{create_agent, db, tenant, Tenant};
+use crate::auth::post as api_post;
+use crate::common::TestApp;
+
+const DEEPGRAM_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+/// 16 kHz, 16-bit mono.
+const BYTES_PER_SEC: usize = 32_000;
+
+#[derive(Default)]
+struct SpeechState {
+    /// What the caller will be heard saying, utterance by utterance.
+    script: Mutex<VecDeque<String>>,
+    /// Audio bytes that make an utterance.
+    utterance_bytes: AtomicUsize,
+    /// Seconds of speech `/v1/speak` makes per word.
+    ms_per_word: AtomicUsize,
+    spoken_texts: Mutex<Vec<String>>,
+    listen_queries: Mutex<Vec<String>>,
+    audio_received: AtomicUsize,
+}
+
+struct SpeechStandIn {
+    base: String,
+    state: Arc<SpeechState>,
+}
+
+async fn listen(
+    State(s): State<Arc<SpeechState>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Token {DEEPGRAM_KEY}"))
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    s.listen_queries.lock().unwrap().push(query.join("&"));
+    ws.on_upgrade(move |socket| transcribe(s, socket))
+}
+
+/// Counts the audio; at a fifth of an utterance says speech started, at a
+/// whole one sends an interim result, then the final one.
+async fn transcribe(s: Arc<SpeechState>, mut socket: WebSocket) {
+    let mut got = 0usize;
+    let mut started = false;
+    while let Some(Ok(msg)) = socket.recv().await {
+        match msg {
+            WsMessage::Binary(pcm) => {
+                got += pcm.len();
+                s.audio_received.fetch_add(pcm.len(), Ordering::SeqCst);
+                let need = s.utterance_bytes.load(Ordering::SeqCst);
+                if !started && got >= need / 5 {
+                    started = true;
+                    let m = json!({"type": "SpeechStarted", "channel": [0], "timestamp": 0.2});
+                    if socket
+                        .send(WsMessage::Text(m.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if got >= need {
+                    got = 0;
+                    started = false;
+                    let Some(text) = s.script.lock().unwrap().pop_front() else {
+                        continue;
+                    };
+                    let half: String = text
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    for (t, is_final) in [(half, false), (text, true)] {
+                        let m = json!({
+                            "type": "Results", "is_final": is_final, "speech_final": is_final,
+                            "channel": {"alternatives": [{"transcript": t, "confidence": 0.97}]}
+                        });
+                        if socket
+                            .send(WsMessage::Text(m.to_string().into()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            WsMessage::Text(t) if t.contains("CloseStream") => {
+                let _ = socket.close().await;
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn speak(
+    State(s): State<Arc<SpeechState>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    Json(body): Json<Value>,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Token {DEEPGRAM_KEY}"))
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let pcm16 = q.iter().any(|(k, v)| k == "encoding" && v == "linear16")
+        && q.iter().any(|(k, v)| k == "sample_rate" && v == "16000");
+    if !pcm16 {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    let words = text.split_whitespace().count().max(1);
+    s.spoken_texts.lock().unwrap().push(text);
+    let ms = words * s.ms_per_word.load(Ordering::SeqCst);
+    let samples = ms * 16;
+    // A 440 Hz tone stands for the voice.
+    let mut pcm = Vec::with_capacity(samples * 2);
+    for i in 0..samples {
+        let v = ((i as f64 * 440.0 * std::f64::consts::TAU / 16_000.0).sin() * 8000.0) as i16;
+        pcm.extend_from_slice(&v.to_le_bytes());
+    }
+    ([("content-type", "audio/l16")], pcm).into_response()
+}
+
+impl SpeechStandIn {
+    async fn start(utterance_secs: f64, ms_per_word: usize) -> SpeechStandIn {
+        let state = Arc::new(SpeechState::default());
+        state.utterance_bytes.store(
+            (utterance_secs * BYTES_PER_SEC as f64) as usize,
+            Ordering::SeqCst,
+        );
+        state.ms_per_word.store(ms_per_word, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/v1/listen", get(listen))
+            .route("/v1/speak", post(speak))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        SpeechStandIn {
+            base: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    fn script(&self, utterances: &[&str]) {
+        *self.state.script.lock().unwrap() = utterances.iter().map(|s| s.to_string()).collect();
+    }
+}
+
+/// An OpenAI-compatible server that streams each reply in three pieces.
+async fn streamed_completions(
+    State(reply): State<Arc<String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    assert_eq!(body["stream"], true, "a voice call streams");
+    let words: Vec<&str> = reply.split_inclusive(' ').collect();
+    let third = words.len().div_ceil(3);
+    let mut sse = String::new();
+    for piece in words.chunks(third.max(1)) {
+        let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece.concat()}}]});
+        sse.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let usage = json!({"choices": [], "usage": {"prompt_tokens": 321, "completion_tokens": 17}});
+    sse.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+    ([("content-type", "text/event-stream")], sse).into_response()
+}
+
+async fn streaming_llm(reply: &str) -> String {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(streamed_completions))
+        .with_state(Arc::new(reply.to_string()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+async fn voice_app(speech: &SpeechStandIn, llm_base: &str) -> TestApp {
+    let (speech, llm) = (speech.base.clone(), llm_base.to_string());
+    TestApp::start_with(move |c| {
+        c.deepgram_base_url = speech;
+        c.groq_base_url = llm;
+        c.groq_api_key = Some("gsk_server_fallback_key_for_tests".into());
+        c.deepgram_api_key = Some(DEEPGRAM_KEY.into());
+    })
+    .await
+}
+
+/// A tenant with an agent and a web call in progress: `(tenant, run_id)`.
+async fn started_call(app: &TestApp, email: &str) -> (Tenant, String) {
+    let t = tenant(app, email).await;
+    let agent = create_agent(app, &t, "Vera").await;
+    let (status, body) = api_post(
+        app,
+        "/api/calls/web/start",
+        Some(&t.token),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (t, body["data"]["run_id"].as_str().unwrap().to_string())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, token: &str, run_id: &str) -> Result<Socket, u16> {
+    let url = format!(
+        "{}/api/calls/web/{run_id}/audio",
+        app.base.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((s, _)) => Ok(s),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// Speech for `text`: espeak-ng's voice resampled by sox to 16 kHz mono
+/// 16-bit PCM, cut or padded with silence to exactly `secs` (the length the
+/// speech stand-in takes for one utterance: more would be heard as the
+/// caller speaking again). Without them (outside CI) a tone stands in.
+fn utterance(text: &str, secs: f64) -> Vec<u8> {
+    let synthesised = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "espeak-ng --stdout '{text}' | sox -t wav - -t raw -r 16000 -e signed -b 16 -c 1 -"
+        ))
+        .output();
+    let mut pcm = match synthesised {
+        Ok(out) if out.status.success() && out.stdout.len() > 1000 => out.stdout,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have espeak-ng and sox"
+            );
+            eprintln!("notice: espeak-ng or sox missing; a tone stands in for speech");
+            (0..16_000)
+                .flat_map(|i: i32| (((i % 40) * 400 - 8000) as i16).to_le_bytes())
+                .collect()
+        }
+    };
+    let want = (secs * BYTES_PER_SEC as f64) as usize & !1;
+    pcm.resize(want, 0);
+    pcm
+}
+
+/// Sends `pcm` as 20 ms frames, paced in real time like a microphone.
+async fn send_audio(socket: &mut Socket, pcm: &[u8]) {
+    for chunk in pcm.chunks(640) {
+        if chunk.len() < 320 {
+            break;
+        }
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the client has received so far.
+#[derive(Default, Debug)]
+struct Heard {
+    frames: Vec<Value>,
+    audio_bytes: usize,
+}
+
+impl Heard {
+    fn kinds(&self) -> Vec<&str> {
+        self.frames
+            .iter()
+            .map(|f| f["type"].as_str().unwrap_or(""))
+            .collect()
+    }
+}
+
+/// Reads until `until` holds for a text frame (returned), counting audio.
+async fn read_until(
+    socket: &mut Socket,
+    heard: &mut Heard,
+    until: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; heard {:?}", heard.kinds()))
+            .unwrap_or_else(|| panic!("socket closed; heard {:?}", heard.kinds()))
+            .unwrap();
+        match msg {
+            Message::Binary(pcm) => heard.audio_bytes += pcm.len(),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                heard.frames.push(v.clone());
+                if until(&v) {
+                    return v;
+                }
+            }
+            Message::Close(_) => panic!("closed; heard {:?}", heard.kinds()),
+            _ => {}
+        }
+    }
+}
+
+fn transcript_of(app: &TestApp, run_id: &str) -> Vec<Value> {
+    let text: String = db(app)
+        .query_row(
+            "SELECT transcript_text FROM agent_runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_call_hears_the_caller_and_speaks_the_reply() {
+    let speech = SpeechStandIn::start(1.0, 60).await;
+    speech.script(&["Can I book a cleaning on Tuesday"]);
+    let llm = streaming_llm("Of course. Tuesday at ten is free. Shall I book it?").await;
+    let app = voice_app(&speech, &llm).await;
+    let (t, run_id) = started_call(&app, "voice@example.com").await;
+    let mut socket = connect(&app, &t.token, &run_id).await.expect("upgrade");
+    let mut heard = Heard::default();
+
+    let ready = read_until(&mut socket, &mut heard, |v| v["type"] == "ready").await;
+    assert_eq!(ready["sample_rate"], 16000);
+    // The agent's first message is spoken when the call starts.
+    let greeting = read_until(&mut socket, &mut heard, |v| v["type"] == "transcript").await;
+    assert_eq!(greeting["role"], "assistant");
+    assert!(
+        greeting["text"].as_str().unwrap().contains("Vera"),
+        "{greeting}"
+    );
+    read_until(&mut socket, &mut heard, |v| v["type"] == "speaking").await;
+
+    let voice = utterance("Can I book a cleaning on Tuesday", 1.0);
+    send_audio(&mut socket, &voice).await;
+    let said = read_until(&mut socket, &mut heard, |v| {
+        v["type"] == "transcript" && v["role"] == "user" && v["final"] == true
+    })
+    .await;
+    assert_eq!(said["text"], "Can I book a cleaning on Tuesday");
+    let before_reply = heard.audio_bytes;
+    let reply = read_until(&mut socket, &mut heard, |v| {
+        v["type"] == "transcript" && v["role"] == "assistant" && v["final"] == true
+    })
+    .await;
+    assert_eq!(
+        reply["text"],
+        "Of course. Tuesday at ten is free. Shall I book it?"
+    );
+    // Each sentence was synthesised on its own, as the reply streamed in.
+    let spoken = speech.state.spoken_texts.lock().unwrap().clone();
+    assert_eq!(
+        &spoken[1..],
+        ["Of course.", "Tuesday at ten is free.", "Shall I book it?"]
+    );
+    let query = speech.state.listen_queries.lock().unwrap()[0].clone();
+    for want in [
+        "encoding=linear16",
+        "sample_rate=16000",
+        "interim_results=true",
+        "vad_events=true",
+        "endpointing=",
+    ] {
+        assert!(query.contains(want), "{query}");
+    }
+    assert!(speech.state.audio_received.load(Ordering::SeqCst) >= voice.len() - 640);
+
+    // The reply's audio plays out in real time (11 words at 60 ms) before
+    // the caller hangs up.
+    tokio::time::sleep(Duration::from_millis(11 * 60 + 300)).await;
+    socket
+        .send(Message::Text(r#"{"type":"end"}"#.into()))
+        .await
+        .unwrap();
+    let ended = read_until(&mut socket, &mut heard, |v| v["type"] == "ended").await;
+    assert!(
+        heard.audio_bytes - before_reply >= 11 * 60 * 32,
+        "{}",
+        heard.audio_bytes
+    );
+    assert_eq!(ended["run"]["status"], "completed", "{ended}");
+    assert_eq!(ended["run"]["disposition"], "user_hangup");
+    assert!(
+        ended["run"]["duration_seconds"].as_i64().unwrap() >= 1,
+        "{ended}"
+    );
+    assert!(
+        ended["run"]["groq_tokens"].as_f64().unwrap() > 0.0,
+        "billed: {ended}"
+    );
+
+    let stored = transcript_of(&app, &run_id);
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored[1]["role"], "user");
+    assert_eq!(stored[1]["content"], "Can I book a cleaning on Tuesday");
+    assert_eq!(
+        stored[2]["content"],
+        "Of course. Tuesday at ten is free. Shall I book it?"
+    );
+    let latency = &stored[2]["latency"];
+    assert!(
+        latency["llm_first_token_ms"].as_u64().is_some(),
+        "{latency}"
+    );
+    assert!(
+        latency["first_audio_ms"].as_u64().unwrap()
+            >= latency["llm_first_token_ms"].as_u64().unwrap()
+    );
+    // The LLM turn's usage is metered like a typed call's.
+    let tokens: i64 = db(&app)
+        .query_row(
+            "SELECT sum(prompt_tokens) FROM llm_usage WHERE run_id = ?1",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tokens, 321);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaking_over_the_agent_interrupts_it_and_keeps_only_what_was_said() {
+    // Long sentences: half a second a word.
+    let speech = SpeechStandIn::start(1.0, 500).await;
+    speech.script(&["Tell me everything", "Stop please"]);
+    let long = "One two three four five six seven eight. Nine ten eleven twelve thirteen fourteen.";
+    let llm = streaming_llm(long).await;
+    let app = voice_app(&speech, &llm).await;
+    let (t, run_id) = started_call(&app, "bargein@example.com").await;
+    let mut socket = connect(&app, &t.token, &run_id).await.expect("upgrade");
+    let mut heard = Heard::default();
+    read_until(&mut socket, &mut heard, |v| v["type"] == "ready").await;
+
+    // The caller talks over the greeting, which is cut off too.
+    let voice = utterance("Tell me everything", 1.0);
+    send_audio(&mut socket, &voice).await;
+    read_until(&mut socket, &mut heard, |v| {
+        v["type"] == "transcript" && v["role"] == "user" && v["final"] == true
+    })
+    .await;
+    read_until(&mut socket, &mut heard, |v| v["type"] == "speaking").await;
+    let speaking_from = (Instant::now(), heard.audio_bytes);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Speech while the agent speaks: the stand-in says SpeechStarted.
+    let interrupt_at = Instant::now();
+    let voice = utterance("Stop please", 1.0);
+    for piece in voice.chunks(640).take(12) {
+        socket
+            .send(Message::Binary(piece.to_vec().into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    read_until(&mut socket, &mut heard, |v| v["type"] == "interrupted").await;
+    let played_ms = (heard.audio_bytes - speaking_from.1) / 32;
+    let wall_ms = interrupt_at.duration_since(speaking_from.0).as_millis() as usize + 240;
+    // What went out is what real time allowed up to the barge-in, plus at
+    // most 200 ms.
+    assert!(
+        played_ms <= wall_ms + 200,
+        "{played_ms} ms sent in {wall_ms} ms"
+    );
+    // After `interrupted`, none of that answer's audio.
+    let after = heard.audio_bytes;
+    for piece in voice.chunks(640).skip(12) {
+        if piece.len() >= 320 {
+            socket
+                .send(Message::Binary(piece.to_vec().into()))
+                .await
+                .unwrap();
+        }
+    }
+    read_until(&mut socket, &mut heard, |v| {
+        v["type"] == "transcript"
+            && v["role"] == "user"
+            && v["final"] == true
+            && v["text"] == "Stop please"
+    })
+    .await;
+    assert_eq!(
+        heard.audio_bytes, after,
+        "audio of the interrupted answer after `interrupted`"
+    );
+
+    socket
+        .send(Message::Text(r#"{"type":"end"}"#.into()))
+        .await
+        .unwrap();
+    read_until(&mut socket, &mut heard, |v| v["type"] == "ended").await;
+    let stored = transcript_of(&app, &run_id);
+    let cut = stored
+        .iter()
+        .find(|t| t["interrupted"] == true && t["role"] == "assistant")
+        .unwrap_or_else(|| panic!("{stored:?}"));
+    let kept = cut["content"].as_str().unwrap();
+    assert!(
+        long.starts_with(kept) && kept.len() < long.len(),
+        "kept {kept:?}"
+    );
+    assert!(!kept.is_empty(), "some of it was said: {stored:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_frames_and_the_call_goes_on() {
+    let speech = SpeechStandIn::start(1.0, 20).await;
+    let llm = streaming_llm("Fine. Thanks.").await;
+    let app = voice_app(&speech, &llm).await;
+    let (t, run_id) = started_call(&app, "frames@example.com").await;
+
+    // Another tenant's run, no session, a missing run: refused before the upgrade.
+    let other = tenant(&app, "nosy@example.com").await;
+    assert_eq!(connect(&app, &other.token, &run_id).await.err(), Some(404));
+    assert_eq!(connect(&app, "not-a-token", &run_id).await.err(), Some(401));
+    let missing = uuid::Uuid::new_v4().to_string();
+    assert_eq!(connect(&app, &t.token, &missing).await.err(), Some(404));
+
+    let mut socket = connect(&app, &t.token, &run_id).await.expect("upgrade");
+    let mut heard = Heard::default();
+    read_until(&mut socket, &mut heard, |v| v["type"] == "ready").await;
+    for bad in [
+        Message::Binary(vec![1, 2, 3].into()),
+        Message::Binary(vec![0; 641].into()),
+        Message::Binary(vec![0; 70_000].into()),
+        Message::Text("not json".into()),
+        Message::Text(r#"{"type":"shout"}"#.into()),
+        Message::Text(r#"{"type":"text","text":""}"#.into()),
+    ] {
+        socket.send(bad).await.unwrap();
+        let err = read_until(&mut socket, &mut heard, |v| v["type"] == "error").await;
+        assert!(
+            err["code"].as_str().is_some() && err["message"].as_str().is_some(),
+            "{err}"
+        );
+    }
+    // A typed turn inside the voice call still works.
+    socket
+        .send(Message::Text(
+            r#"{"type":"text","text":"Are you there?"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let reply = read_until(&mut socket, &mut heard, |v| {
+        v["type"] == "transcript"
+            && v["role"] == "assistant"
+            && v["final"] == true
+            && v["text"] == "Fine. Thanks."
+    })
+    .await;
+    assert_eq!(reply["text"], "Fine. Thanks.");
+    // Closed without `end`: the run is finished and billed all the same.
+    drop(socket);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = db(&app)
+            .query_row(
+                "SELECT status FROM agent_runs WHERE id = ?1",
+                [&run_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if status == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "completed");
+    let stored = transcript_of(&app, &run_id);
+    assert!(
+        stored.iter().any(|t| t["content"] == "Are you there?"),
+        "{stored:?}"
+    );
+    app.stop().await;
+}
