@@ -553,6 +553,35 @@ async fn bad_frames_get_error_frames_and_the_call_goes_on() {
     let missing = uuid::Uuid::new_v4().to_string();
     assert_eq!(connect(&app, &t.token, &missing).await.err(), Some(404));
 
+    // The session cookie opens a call only from a page of this server.
+    let url = format!(
+        "{}/api/calls/web/{run_id}/audio",
+        app.base.replace("http://", "ws://")
+    );
+    for (origin, want) in [
+        ("https://evil.example", Some(403)),
+        (app.base.as_str(), None),
+    ] {
+        let mut req = url.as_str().into_client_request().unwrap();
+        let h = req.headers_mut();
+        h.insert(
+            "cookie",
+            format!("voxflow_session={}", t.token).parse().unwrap(),
+        );
+        h.insert("origin", origin.parse().unwrap());
+        let got = match tokio_tungstenite::connect_async(req).await {
+            Ok((s, _)) => {
+                drop(s);
+                None
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Some(r.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(got, want, "{origin}");
+    }
+    // (The same-origin socket above was closed without `end`: it ended the
+    // call, so this one starts another.)
+    let (t, run_id) = started_call(&app, "frames2@example.com").await;
     let mut socket = connect(&app, &t.token, &run_id).await.expect("upgrade");
     let mut heard = Heard::default();
     read_until(&mut socket, &mut heard, |v| v["type"] == "ready").await;
