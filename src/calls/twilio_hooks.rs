@@ -301,6 +301,15 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
         Vec::new()
     };
     append_turns(&state, &hook.run_id, turns, None).await?;
+    if super::voice::streams(&state, &hook.owner).await {
+        // Speech providers are set up: Twilio streams the call's audio to
+        // the voice pipeline, which speaks the greeting itself.
+        let url = super::voice::stream_url(&hook.public, &hook.run_id);
+        return Ok(twiml(&format!(
+            "<Connect><Stream url=\"{}\"/></Connect>",
+            xml_escape(&url)
+        )));
+    }
     Ok(say_and_gather(&hook.public, &hook.run_id, &greeting, 0))
 }
 

@@ -42,13 +42,164 @@ use crate::providers::deepgram::{self, Heard, ListenParams};
 use crate::providers::llm::Streamed;
 use crate::service_config;
 
-/// The sample rate of audio both ways.
+/// The sample rate of a browser call's audio both ways.
 pub const SAMPLE_RATE: u32 = 16_000;
-/// 16-bit mono: bytes per millisecond of audio.
-const BYTES_PER_MS: usize = (SAMPLE_RATE as usize / 1000) * 2;
-/// What one client frame may hold: 10 to 200 ms of audio.
-const MIN_FRAME: usize = 10 * BYTES_PER_MS;
-const MAX_FRAME: usize = 200 * BYTES_PER_MS;
+/// A browser call's 16-bit mono PCM: bytes per millisecond of audio.
+const BROWSER_BYTES_PER_MS: usize = (SAMPLE_RATE as usize / 1000) * 2;
+/// What one browser frame may hold: 10 to 200 ms of audio.
+const MIN_FRAME: usize = 10 * BROWSER_BYTES_PER_MS;
+const MAX_FRAME: usize = 200 * BROWSER_BYTES_PER_MS;
+
+/// How a call's audio is encoded, both ways: the browser's 16-bit PCM at
+/// 16 kHz, or Twilio's 8-bit μ-law at 8 kHz (which Deepgram takes and makes
+/// as it is, so nothing is converted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    /// Deepgram's name for it: `linear16` or `mulaw`.
+    pub encoding: &'static str,
+    pub sample_rate: u32,
+}
+
+impl AudioFormat {
+    pub const BROWSER: AudioFormat = AudioFormat {
+        encoding: "linear16",
+        sample_rate: SAMPLE_RATE,
+    };
+    pub const TWILIO: AudioFormat = AudioFormat {
+        encoding: "mulaw",
+        sample_rate: 8_000,
+    };
+
+    fn bytes_per_sample(self) -> usize {
+        if self.encoding == "mulaw" {
+            1
+        } else {
+            2
+        }
+    }
+
+    fn bytes_per_ms(self) -> usize {
+        self.sample_rate as usize / 1000 * self.bytes_per_sample()
+    }
+}
+
+/// Where a call's audio comes from and goes to.
+#[derive(Debug, Clone)]
+pub(super) enum Transport {
+    /// This server's protocol (see the module's documentation).
+    Browser,
+    /// Twilio Media Streams: JSON events, audio in base64 `media` payloads.
+    Twilio { stream_sid: String },
+}
+
+/// What one incoming message means.
+enum Input {
+    Audio(Vec<u8>),
+    Text(String),
+    End,
+    Bad(&'static str, &'static str),
+    Nothing,
+}
+
+impl Transport {
+    fn format(&self) -> AudioFormat {
+        match self {
+            Transport::Browser => AudioFormat::BROWSER,
+            Transport::Twilio { .. } => AudioFormat::TWILIO,
+        }
+    }
+
+    fn read(&self, msg: Message) -> Input {
+        match (self, msg) {
+            (_, Message::Close(_)) => Input::End,
+            (_, Message::Ping(_) | Message::Pong(_)) => Input::Nothing,
+            (_, Message::Binary(b)) if b.len() > MAX_FRAME_BYTES => {
+                Input::Bad("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")
+            }
+            (_, Message::Text(t)) if t.len() > MAX_FRAME_BYTES => {
+                Input::Bad("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")
+            }
+            (Transport::Browser, Message::Binary(pcm)) => {
+                if pcm.len() % 2 == 1 || !(MIN_FRAME..=MAX_FRAME).contains(&pcm.len()) {
+                    Input::Bad(
+                        "INVALID_AUDIO",
+                        "Audio frames are 16-bit mono PCM at 16 kHz, 10 to 200 ms each",
+                    )
+                } else {
+                    Input::Audio(pcm.to_vec())
+                }
+            }
+            (Transport::Browser, Message::Text(text)) => match client_frame(&text) {
+                Ok(ClientFrame::End) => Input::End,
+                Ok(ClientFrame::Text(t)) => Input::Text(t),
+                Err(message) => Input::Bad("INVALID_FRAME", message),
+            },
+            (Transport::Twilio { .. }, Message::Binary(_)) => Input::Nothing,
+            (Transport::Twilio { .. }, Message::Text(text)) => twilio_event(&text),
+        }
+    }
+
+    /// The message that carries `out`, if this transport has one for it.
+    fn write_json(&self, v: Value) -> Option<Message> {
+        match self {
+            Transport::Browser => Some(Message::Text(v.to_string().into())),
+            // Twilio knows only its own events: a barge-in flushes its
+            // buffer (`clear`); the rest is this server's business.
+            Transport::Twilio { stream_sid } => (v["type"] == "interrupted").then(|| {
+                Message::Text(
+                    json!({"event": "clear", "streamSid": stream_sid})
+                        .to_string()
+                        .into(),
+                )
+            }),
+        }
+    }
+
+    fn write_audio(&self, pcm: Vec<u8>) -> Message {
+        match self {
+            Transport::Browser => Message::Binary(pcm.into()),
+            Transport::Twilio { stream_sid } => {
+                use base64::Engine;
+                let payload = base64::engine::general_purpose::STANDARD.encode(pcm);
+                Message::Text(
+                    json!({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
+                        .to_string()
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+/// One of Twilio's Media Streams events: `media` (inbound μ-law audio in
+/// base64), `stop` (the call is over); `connected`, `start` and `mark` say
+/// nothing the session needs once it runs.
+fn twilio_event(text: &str) -> Input {
+    use base64::Engine;
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return Input::Bad("INVALID_FRAME", "Twilio events are JSON");
+    };
+    match v["event"].as_str() {
+        Some("media") => {
+            if v["media"]["track"].as_str().is_some_and(|t| t != "inbound") {
+                return Input::Nothing;
+            }
+            match v["media"]["payload"]
+                .as_str()
+                .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+            {
+                Some(audio) if !audio.is_empty() => Input::Audio(audio),
+                _ => Input::Bad(
+                    "INVALID_AUDIO",
+                    "A media event's payload is base64 μ-law audio",
+                ),
+            }
+        }
+        Some("stop") => Input::End,
+        Some("connected" | "start" | "mark" | "dtmf") => Input::Nothing,
+        _ => Input::Bad("INVALID_FRAME", "Unknown Twilio event"),
+    }
+}
 /// A larger frame is answered with an error frame (the call goes on)...
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// ...and one larger than this ends the connection unread.
@@ -66,7 +217,141 @@ const TOUCH_EVERY: Duration = Duration::from_secs(5);
 const MAX_TEXT_CHARS: usize = 4000;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/web/{run_id}/audio", get(audio_socket))
+    Router::new()
+        .route("/web/{run_id}/audio", get(audio_socket))
+        .route("/twilio/stream/{run_id}", get(twilio_stream))
+}
+
+/// Whether the tenant's phone calls can stream audio (speech providers set
+/// up): then Twilio is answered with `<Connect><Stream>` instead of
+/// `<Say>`/`<Gather>`.
+pub(super) async fn streams(state: &AppState, user_id: &str) -> bool {
+    voice_setup(state, user_id).await.is_ok()
+}
+
+/// The Media Streams URL of a run: `VOXFLOW_PUBLIC_URL` with `wss`.
+pub(super) fn stream_url(public: &str, run_id: &str) -> String {
+    let base = public
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| public.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .unwrap_or_else(|| public.to_string());
+    format!("{base}/api/calls/twilio/stream/{run_id}")
+}
+
+/// How long Twilio has to say which stream this is after connecting.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Twilio's Media Streams socket of a phone run: the upgrade request must
+/// carry Twilio's signature of the stream URL, made with the credentials
+/// that placed the call (403 otherwise); the run must be a phone call in
+/// progress (404, 409). Then the same pipeline as a browser call runs, with
+/// μ-law at 8 kHz both ways.
+async fn twilio_stream(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<Uuid>,
+    headers: axum::http::HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let run_id = run_id.to_string();
+    let found = {
+        let run_id = run_id.clone();
+        state
+            .db
+            .read(move |c| {
+                let owned = store::run_with_owner(c, &run_id)?;
+                let facts = store::twilio_facts(c, &run_id)?;
+                Ok::<_, ApiError>(owned.map(|o| (o, facts)))
+            })
+            .await?
+    };
+    let Some(((owner, run), (_, account_sid, key_source))) =
+        found.filter(|((_, r), _)| r.run.kind == "PHONE_CALL")
+    else {
+        return Err(ApiError::not_found("Run"));
+    };
+    let forbidden = || ApiError::forbidden("INVALID_SIGNATURE", "Invalid Twilio signature");
+    let Some(public) = state.config.public_base().map(str::to_string) else {
+        return Err(forbidden());
+    };
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(forbidden)?;
+    let creds = super::phone::run_credentials(
+        &state,
+        &owner,
+        account_sid.as_deref(),
+        key_source.as_deref(),
+    )
+    .await?;
+    let Some((_, token, _)) = creds else {
+        return Err(forbidden());
+    };
+    let url = stream_url(&public, &run_id);
+    if !crate::providers::twilio::signature_matches(&token, &url, &[], signature) {
+        return Err(forbidden());
+    }
+    if run.run.status != "in_progress" {
+        return Err(ApiError::conflict(
+            "RUN_NOT_IN_PROGRESS",
+            format!("This run has already ended ({})", run.run.status),
+        ));
+    }
+    let setup = voice_setup(&state, &owner).await?;
+    let upgrade = upgrade.map_err(|r| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "WEBSOCKET_REQUIRED",
+            format!("Open this URL as a WebSocket: {}", r.body_text()),
+        )
+    })?;
+    let greeting = run
+        .transcript
+        .first()
+        .filter(|t| t.role == "assistant" && run.transcript.len() == 1)
+        .map(|t| t.content.clone());
+    let prompt = {
+        let agent_id = run.run.agent_id.clone();
+        state
+            .db
+            .read(move |c| store::agent_prompt(c, &agent_id).map_err(ApiError::from))
+            .await?
+    };
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |mut socket| async move {
+            // `connected`, then `start` with the stream's SID.
+            let started = tokio::time::timeout(START_TIMEOUT, async {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if let Message::Text(t) = msg {
+                        let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                        if v["event"] == "start" {
+                            return v["start"]["streamSid"]
+                                .as_str()
+                                .or_else(|| v["streamSid"].as_str())
+                                .map(str::to_string);
+                        }
+                    }
+                }
+                None
+            })
+            .await;
+            let Ok(Some(stream_sid)) = started else {
+                tracing::warn!(run_id = %run_id, "a Twilio media stream never started");
+                return;
+            };
+            let call = Arc::new(Call {
+                state,
+                user_id: owner,
+                run_id,
+                prompt,
+                setup,
+                transport: Transport::Twilio { stream_sid },
+            });
+            run_session(call, socket, greeting).await;
+        })
+        .into_response())
 }
 
 /// What a voice call needs from the tenant's setup.
@@ -148,6 +433,7 @@ async fn audio_socket(
         run_id,
         prompt,
         setup,
+        transport: Transport::Browser,
     });
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
@@ -162,6 +448,7 @@ struct Call {
     run_id: String,
     prompt: String,
     setup: Setup,
+    transport: Transport,
 }
 
 /// What goes out on the socket. Audio carries the answer it belongs to
@@ -225,7 +512,7 @@ struct Spoken {
 
 /// Speech runs at about 15 characters a second: the audio a sentence whose
 /// speech is still being made will probably have.
-const BYTES_PER_CHAR: usize = 66 * BYTES_PER_MS;
+const BYTES_PER_CHAR: usize = 66 * BROWSER_BYTES_PER_MS;
 
 impl Spoken {
     /// The text the caller heard: whole sentences whose audio went out, and
@@ -285,13 +572,20 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
     // The writer: frames in order; audio paced in real time, a little
     // ahead; audio of an interrupted answer dropped.
     let current = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (transport, bytes_per_ms) = (
+        call.transport.clone(),
+        call.transport.format().bytes_per_ms(),
+    );
     let writer = {
         let current = current.clone();
         tokio::spawn(async move {
             let mut next_due: Option<Instant> = None;
             while let Some(out) = out_rx.recv().await {
                 let (msg, counted) = match out {
-                    Out::Json(v) => (Message::Text(v.to_string().into()), None),
+                    Out::Json(v) => match transport.write_json(v) {
+                        Some(m) => (m, None),
+                        None => continue,
+                    },
                     Out::Audio {
                         pcm,
                         generation,
@@ -306,9 +600,9 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
                             tokio::time::sleep(wait).await;
                         }
                         next_due =
-                            Some(due + Duration::from_millis((pcm.len() / BYTES_PER_MS) as u64));
+                            Some(due + Duration::from_millis((pcm.len() / bytes_per_ms) as u64));
                         let n = pcm.len();
-                        (Message::Binary(pcm.into()), Some((spoken, n)))
+                        (transport.write_audio(pcm), Some((spoken, n)))
                     }
                     Out::Close => {
                         let _ = sink.close().await;
@@ -330,8 +624,9 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
         out: out_tx.clone(),
         current,
     };
+    let format = call.transport.format();
     let _ = out_tx
-        .send(frame("ready", json!({ "sample_rate": SAMPLE_RATE })))
+        .send(frame("ready", json!({ "sample_rate": format.sample_rate })))
         .await;
 
     let listening = deepgram::listen(
@@ -340,7 +635,8 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
         &ListenParams {
             model: &call.setup.stt_model,
             language: None,
-            sample_rate: SAMPLE_RATE,
+            encoding: format.encoding,
+            sample_rate: format.sample_rate,
             endpointing_ms: ENDPOINTING_MS,
         },
         Duration::from_secs(call.state.config.provider_timeout_secs),
@@ -387,35 +683,22 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
                     let run_id = call.run_id.clone();
                     let _ = call.state.db.write(move |c| store::touch(c, &run_id).map_err(ApiError::from)).await;
                 }
-                match msg {
-                    Message::Binary(pcm) if pcm.len() > MAX_FRAME_BYTES => {
-                        let _ = out_tx.send(error_frame("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")).await;
-                    }
-                    Message::Text(text) if text.len() > MAX_FRAME_BYTES => {
-                        let _ = out_tx.send(error_frame("FRAME_TOO_LARGE", "Frames may be at most 64 KiB")).await;
-                    }
-                    Message::Binary(pcm) => {
-                        if pcm.len() % 2 == 1 || !(MIN_FRAME..=MAX_FRAME).contains(&pcm.len()) {
-                            let _ = out_tx.send(error_frame("INVALID_AUDIO", "Audio frames are 16-bit mono PCM at 16 kHz, 10 to 200 ms each")).await;
-                            continue;
-                        }
+                match call.transport.read(msg) {
+                    Input::Audio(pcm) => {
                         if let Some(stt) = &stt_audio {
-                            let _ = stt.send(pcm.to_vec()).await;
+                            let _ = stt.send(pcm).await;
                         }
                     }
-                    Message::Text(text) => match client_frame(&text) {
-                        Ok(ClientFrame::End) => break (Disposition::Set("user_hangup"), Measure::UntilNow),
-                        Ok(ClientFrame::Text(t)) => {
-                            let _ = out_tx.send(frame("transcript", json!({"role": "user", "text": t, "final": true}))).await;
-                            interrupt(&call, &voice, answer.take()).await;
-                            answer = Some(start_answer(&call, &voice, t, Instant::now()));
-                        }
-                        Err(message) => {
-                            let _ = out_tx.send(error_frame("INVALID_FRAME", message)).await;
-                        }
-                    },
-                    Message::Close(_) => break (Disposition::Set("user_hangup"), Measure::UntilNow),
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Input::Text(t) => {
+                        let _ = out_tx.send(frame("transcript", json!({"role": "user", "text": t, "final": true}))).await;
+                        interrupt(&call, &voice, answer.take()).await;
+                        answer = Some(start_answer(&call, &voice, t, Instant::now()));
+                    }
+                    Input::End => break (Disposition::Set("user_hangup"), Measure::UntilNow),
+                    Input::Bad(code, message) => {
+                        let _ = out_tx.send(error_frame(code, message)).await;
+                    }
+                    Input::Nothing => {}
                 }
             }
             h = heard_next => {
@@ -468,7 +751,12 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
     // was said.
     interrupt(&call, &voice, answer.take()).await;
     drop(stt_audio);
-    let finished = finish(&call, ending.0, ending.1).await;
+    let finished = match call.transport {
+        Transport::Browser => finish(&call, ending.0, ending.1).await,
+        // A phone call is billed with Twilio's own figures: looked up now
+        // (or, while Twilio still has it live, by its status callback).
+        Transport::Twilio { .. } => end_phone(&call).await,
+    };
     match finished {
         Ok(Some(run)) => {
             let _ = out_tx.send(frame("ended", json!({ "run": run }))).await;
@@ -532,6 +820,21 @@ async fn finish(
             Ok(Some(serde_json::to_value(run).map_err(ApiError::internal)?))
         })
         .await
+}
+
+/// The stream of a phone call stopped: the call is looked up at Twilio and
+/// closed with Twilio's status and duration when it has ended.
+async fn end_phone(call: &Call) -> Result<Option<Value>, ApiError> {
+    let run_id = call.run_id.clone();
+    let live = call
+        .state
+        .db
+        .read(move |c| store::live_phone_run(c, &run_id).map_err(ApiError::from))
+        .await?;
+    if let Some(run) = live {
+        super::reconcile::reconcile_run(&call.state, &run).await?;
+    }
+    Ok(None)
 }
 
 /// Stops the answer being spoken, if any: its remaining audio is dropped,
@@ -655,6 +958,7 @@ async fn say(
     sentence: &str,
 ) -> Option<Instant> {
     let (pcm_tx, mut pcm_rx) = mpsc::channel::<Vec<u8>>(32);
+    let format = call.transport.format();
     let index = {
         let mut s = spoken.lock().ok()?;
         s.sentences.push((sentence.to_string(), 0, false));
@@ -674,7 +978,8 @@ async fn say(
                 base_url: &base,
                 key: &key,
                 voice: &voice_name,
-                sample_rate: SAMPLE_RATE,
+                encoding: format.encoding,
+                sample_rate: format.sample_rate,
                 timeout,
             };
             deepgram::speak(&client, &to, &text, &pcm_tx).await
@@ -682,7 +987,7 @@ async fn say(
     };
     let mut first = None;
     let mut pending = Vec::new();
-    let frame_bytes = OUT_FRAME_MS as usize * BYTES_PER_MS;
+    let frame_bytes = OUT_FRAME_MS as usize * format.bytes_per_ms();
     let queue = |pcm: Vec<u8>| {
         if let Ok(mut s) = spoken.lock() {
             s.queued += pcm.len();

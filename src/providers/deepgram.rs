@@ -45,6 +45,8 @@ pub enum SpeechError {
 pub struct ListenParams<'a> {
     pub model: &'a str,
     pub language: Option<&'a str>,
+    /// `linear16` (16-bit little-endian PCM) or `mulaw`.
+    pub encoding: &'a str,
     pub sample_rate: u32,
     /// Milliseconds of silence that end an utterance (`speech_final`).
     pub endpointing_ms: u32,
@@ -121,8 +123,8 @@ pub(crate) fn ws_url(base: &str, path: &str) -> String {
 }
 
 /// Opens Deepgram's live transcription, `GET {base}/v1/listen` upgraded to a
-/// WebSocket with `Authorization: Token <key>`, for 16-bit little-endian mono
-/// PCM at `params.sample_rate`, with interim results, endpointing and voice
+/// WebSocket with `Authorization: Token <key>`, for mono audio in
+/// `params.encoding` at `params.sample_rate`, with interim results, endpointing and voice
 /// activity events.
 pub async fn listen(
     base_url: &str,
@@ -135,7 +137,7 @@ pub async fn listen(
     use tokio_tungstenite::tungstenite::Message;
 
     let mut query = vec![
-        ("encoding", "linear16".to_string()),
+        ("encoding", params.encoding.to_string()),
         ("sample_rate", params.sample_rate.to_string()),
         ("channels", "1".to_string()),
         ("model", params.model.to_string()),
@@ -239,12 +241,14 @@ pub struct SpeakTarget<'a> {
     pub key: &'a str,
     /// Deepgram's model name for the voice (`aura-2-helena-en`).
     pub voice: &'a str,
+    /// `linear16` or `mulaw`.
+    pub encoding: &'a str,
     pub sample_rate: u32,
     pub timeout: Duration,
 }
 
-/// Deepgram's text to speech, `POST {base}/v1/speak?model=…&encoding=linear16&sample_rate=…`
-/// with `{"text": …}`: the speech as 16-bit little-endian mono PCM, handed
+/// Deepgram's text to speech, `POST {base}/v1/speak?model=…&encoding=…&sample_rate=…`
+/// with `{"text": …}`: the speech as mono audio in that encoding, handed
 /// to `out` chunk by chunk as it arrives (so the first audio goes out
 /// before the last is made). Returns the bytes sent.
 pub async fn speak(
@@ -258,17 +262,21 @@ pub async fn speak(
         base_url,
         key,
         voice,
+        encoding,
         sample_rate,
         timeout,
     } = *to;
+    // μ-law samples are one byte; PCM samples two, never split.
+    let sample_bytes = if encoding == "mulaw" { 1 } else { 2 };
     let Ok(mut auth) = HeaderValue::from_str(&format!("Token {key}")) else {
         return Err(SpeechError::Unsendable);
     };
     auth.set_sensitive(true);
     let url = format!(
-        "{}?model={}&encoding=linear16&sample_rate={sample_rate}&container=none",
+        "{}?model={}&encoding={}&sample_rate={sample_rate}&container=none",
         join(base_url, "v1/speak"),
-        url_escape(voice)
+        url_escape(voice),
+        url_escape(encoding)
     );
     let response = client
         .post(url)
@@ -303,7 +311,7 @@ pub async fn speak(
         let mut bytes = Vec::with_capacity(chunk.len() + 1);
         bytes.extend(carry.take());
         bytes.extend_from_slice(&chunk);
-        if bytes.len() % 2 == 1 {
+        if bytes.len() % sample_bytes == 1 {
             carry = bytes.pop();
         }
         sent += bytes.len();

@@ -132,15 +132,25 @@ async fn speak(
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let pcm16 = q.iter().any(|(k, v)| k == "encoding" && v == "linear16")
-        && q.iter().any(|(k, v)| k == "sample_rate" && v == "16000");
-    if !pcm16 {
+    let has = |key: &str, want: &str| q.iter().any(|(k, v)| k == key && v == want);
+    let bytes_per_sample = if has("encoding", "linear16") && has("sample_rate", "16000") {
+        2
+    } else if has("encoding", "mulaw") && has("sample_rate", "8000") {
+        1
+    } else {
         return StatusCode::BAD_REQUEST.into_response();
-    }
+    };
     let text = body["text"].as_str().unwrap_or_default().to_string();
     let words = text.split_whitespace().count().max(1);
     s.spoken_texts.lock().unwrap().push(text);
     let ms = words * s.ms_per_word.load(Ordering::SeqCst);
+    if bytes_per_sample == 1 {
+        // μ-law at 8 kHz: a square wave stands for the voice.
+        let pcm: Vec<u8> = (0..ms * 8)
+            .map(|i| if i % 16 < 8 { 0x20 } else { 0xA0 })
+            .collect();
+        return ([("content-type", "audio/basic")], pcm).into_response();
+    }
     let samples = ms * 16;
     // A 440 Hz tone stands for the voice.
     let mut pcm = Vec::with_capacity(samples * 2);
@@ -635,6 +645,231 @@ async fn bad_frames_get_error_frames_and_the_call_goes_on() {
     let stored = transcript_of(&app, &run_id);
     assert!(
         stored.iter().any(|t| t["content"] == "Are you there?"),
+        "{stored:?}"
+    );
+    app.stop().await;
+}
+
+/// Speech for `text` as Twilio sends it: μ-law at 8 kHz, exactly `secs` long.
+fn mulaw_utterance(text: &str, secs: f64) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "espeak-ng --stdout '{text}' | sox -t wav - -t raw -r 8000 -e mu-law -b 8 -c 1 -"
+        ))
+        .output();
+    let mut audio = match out {
+        Ok(o) if o.status.success() && o.stdout.len() > 500 => o.stdout,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have espeak-ng and sox"
+            );
+            eprintln!("notice: espeak-ng or sox missing; a tone stands in for speech");
+            (0..8000)
+                .map(|i| if i % 20 < 10 { 0x30 } else { 0xB0 })
+                .collect()
+        }
+    };
+    // 0xFF is μ-law silence.
+    audio.resize((secs * 8000.0) as usize, 0xFF);
+    audio
+}
+
+async fn send_media(socket: &mut Socket, audio: &[u8], frames: std::ops::Range<usize>) {
+    use base64::Engine;
+    for chunk in audio.chunks(160).skip(frames.start).take(frames.len()) {
+        let payload = base64::engine::general_purpose::STANDARD.encode(chunk);
+        let m = json!({"event": "media", "streamSid": "MZ0001", "media": {"track": "inbound", "payload": payload}});
+        socket
+            .send(Message::Text(m.to_string().into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads Twilio-side events until one of `event` arrives; counts the
+/// outbound media bytes.
+async fn twilio_until(socket: &mut Socket, media: &mut usize, event: &str) -> Value {
+    use base64::Engine;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {event}"))
+            .expect("open")
+            .unwrap();
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["streamSid"], "MZ0001", "{v}");
+        if v["event"] == "media" {
+            *media += base64::engine::general_purpose::STANDARD
+                .decode(v["media"]["payload"].as_str().unwrap())
+                .unwrap()
+                .len();
+        }
+        if v["event"] == event {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stops() {
+    use crate::twilio_standin::{sign, Outcome, TwilioStandIn, PUBLIC};
+    // One second of μ-law is an utterance.
+    let speech = SpeechStandIn::start(0.25, 200).await;
+    speech.script(&["I would like to reschedule"]);
+    let llm = streaming_llm("Sure. Which day works for you?").await;
+    let twilio = TwilioStandIn::start(Duration::from_millis(20)).await;
+    let (speech_base, llm_base, twilio_base) =
+        (speech.base.clone(), llm.clone(), twilio.base.clone());
+    let app = TestApp::start_with(move |c| {
+        c.deepgram_base_url = speech_base;
+        c.groq_base_url = llm_base;
+        c.groq_api_key = Some("gsk_server_fallback_key_for_tests".into());
+        c.deepgram_api_key = Some(DEEPGRAM_KEY.into());
+        c.twilio_base_url = twilio_base;
+        c.public_url = Some(PUBLIC.into());
+    })
+    .await;
+    let t = tenant(&app, "streamer@example.com").await;
+    crate::agents::set_tier(&app, &t, "pro");
+    crate::phone::save_twilio(&app, &t).await;
+    let agent = create_agent(&app, &t, "Vera").await;
+    twilio.script("+14155550777", &[Outcome::Live]);
+    let (status, body) = api_post(
+        &app,
+        "/api/calls/phone/start",
+        Some(&t.token),
+        json!({"agent_id": agent, "phone_number": "+14155550777"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
+    let call_sid = body["data"]["call_sid"].as_str().unwrap().to_string();
+
+    // Answered: with speech set up, Twilio is told to stream.
+    let hook = format!("/api/calls/twilio/webhook/{run_id}");
+    let params = vec![("CallSid".to_string(), call_sid.clone())];
+    let twiml = app
+        .client
+        .post(app.url(&hook))
+        .header(
+            "X-Twilio-Signature",
+            sign(&format!("{PUBLIC}{hook}"), &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stream_url = format!("wss://voxflow.example.com/api/calls/twilio/stream/{run_id}");
+    assert!(
+        twiml.contains(&format!(
+            "<Connect><Stream url=\"{stream_url}\"/></Connect>"
+        )),
+        "{twiml}"
+    );
+
+    let ws_url = format!(
+        "{}/api/calls/twilio/stream/{run_id}",
+        app.base.replace("http://", "ws://")
+    );
+    // Unsigned, or signed for another URL: 403 before any upgrade.
+    for signature in [None, Some(sign(&format!("{stream_url}x"), &[]))] {
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        if let Some(sig) = signature {
+            req.headers_mut()
+                .insert("x-twilio-signature", sig.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "x-twilio-signature",
+        sign(&stream_url, &[]).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("signed upgrade");
+    socket
+        .send(Message::Text(
+            json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ0001",
+        "start": {"streamSid": "MZ0001", "callSid": call_sid, "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
+    socket
+        .send(Message::Text(start.to_string().into()))
+        .await
+        .unwrap();
+
+    // The greeting goes out as μ-law media.
+    let mut media = 0usize;
+    twilio_until(&mut socket, &mut media, "media").await;
+    let voice = mulaw_utterance("I would like to reschedule", 1.0);
+    // The caller speaks over the greeting: Twilio is told to clear.
+    send_media(&mut socket, &voice, 0..50).await;
+    twilio_until(&mut socket, &mut media, "clear").await;
+    let query = speech.state.listen_queries.lock().unwrap()[0].clone();
+    assert!(
+        query.contains("encoding=mulaw") && query.contains("sample_rate=8000"),
+        "{query}"
+    );
+    // The reply is spoken back as μ-law.
+    let before = media;
+    twilio_until(&mut socket, &mut media, "media").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(media > before, "the reply's audio");
+    assert!(speech
+        .state
+        .spoken_texts
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t == "Sure."));
+
+    // Twilio ends the call after 42 s and stops the stream: the run is
+    // billed with Twilio's figures, looked up when the stream stops.
+    twilio.end_call(&call_sid, 42).await;
+    socket
+        .send(Message::Text(
+            json!({"event": "stop", "streamSid": "MZ0001", "stop": {"callSid": call_sid}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let mut state = (String::new(), 0i64);
+    for _ in 0..100 {
+        state = db(&app)
+            .query_row(
+                "SELECT status, duration_seconds FROM agent_runs WHERE id = ?1",
+                [&run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if state.0 == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, ("completed".to_string(), 42));
+    let stored = transcript_of(&app, &run_id);
+    assert!(
+        stored
+            .iter()
+            .any(|t| t["content"] == "I would like to reschedule"),
         "{stored:?}"
     );
     app.stop().await;
