@@ -8,7 +8,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::agents::{agent_from_row, type_filter, AGENT_COLUMNS};
+use crate::agents::{agent_from_row, type_filter, AGENT_COLUMNS, AGENT_COLUMN_COUNT};
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
@@ -58,7 +58,7 @@ async fn list_agents(
                         let agent = agent_from_row(r, 0)?;
                         let mut v = serde_json::to_value(&agent).unwrap_or_default();
                         v["owner"] =
-                            json!({ "id": agent.user_id, "email": r.get::<_, String>(8)? });
+                            json!({ "id": agent.user_id, "email": r.get::<_, String>(AGENT_COLUMN_COUNT)? });
                         Ok(v)
                     },
                 )

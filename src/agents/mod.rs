@@ -25,11 +25,23 @@ pub struct Agent {
     pub description: String,
     pub total_runs: i64,
     pub created_at: String,
+    /// What the agent says when a call starts; `None`: the default greeting.
+    pub first_message: Option<String>,
+    /// The text-to-speech voice and the language of speech recognition;
+    /// `None`: the tenant's service configuration.
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    /// A call is ended (and billed) when it has lasted this long.
+    pub max_call_seconds: i64,
 }
 
 /// The columns `agent_from_row` reads, in order, from `agents a`.
-pub const AGENT_COLUMNS: &str =
-    "a.id, a.user_id, a.name, a.type, a.use_case, a.description, a.total_runs, a.created_at";
+pub const AGENT_COLUMNS: &str = "a.id, a.user_id, a.name, a.type, a.use_case, a.description, \
+     a.total_runs, a.created_at, a.first_message, a.voice, a.language, a.max_call_seconds";
+
+/// How many columns `AGENT_COLUMNS` holds: a query that selects more after
+/// them reads those from this index on.
+pub const AGENT_COLUMN_COUNT: usize = 12;
 
 pub fn agent_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -41,6 +53,10 @@ pub fn agent_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Agent> {
         description: r.get(at + 5)?,
         total_runs: r.get(at + 6)?,
         created_at: r.get(at + 7)?,
+        first_message: r.get(at + 8)?,
+        voice: r.get(at + 9)?,
+        language: r.get(at + 10)?,
+        max_call_seconds: r.get(at + 11)?,
     })
 }
 
@@ -154,6 +170,74 @@ pub struct AgentInput {
     pub kind: Option<String>,
     pub use_case: Option<String>,
     pub description: Option<String>,
+    pub voice: VoiceInput,
+}
+
+/// The voice fields as sent: `None` where the client sent nothing,
+/// `Some(None)` where it cleared a text field (an empty string).
+#[derive(Debug, Default)]
+pub struct VoiceInput {
+    pub first_message: Option<Option<String>>,
+    pub voice: Option<Option<String>>,
+    pub language: Option<Option<String>>,
+    pub max_call_seconds: Option<i64>,
+}
+
+impl VoiceInput {
+    /// Checks the voice fields of a body; errors are added to `errors`.
+    pub fn check(
+        first_message: Option<&str>,
+        voice: Option<&str>,
+        language: Option<&str>,
+        max_call_seconds: Option<i64>,
+        errors: &mut Vec<FieldError>,
+    ) -> VoiceInput {
+        let text = |field: &str, raw: Option<&str>, max: usize, errors: &mut Vec<FieldError>| {
+            let raw = raw?;
+            let v = raw.trim();
+            if v.is_empty() {
+                return Some(None);
+            }
+            if v.chars().count() > max {
+                push(errors, field, &format!("must be at most {max} characters"));
+            } else if v.chars().any(char::is_control) {
+                push(errors, field, "must not contain control characters");
+            } else {
+                return Some(Some(v.to_string()));
+            }
+            None
+        };
+        let max = max_call_seconds.filter(|n| {
+            let ok = (10..=14_400).contains(n);
+            if !ok {
+                push(errors, "max_call_seconds", "must be from 10 to 14400");
+            }
+            ok
+        });
+        VoiceInput {
+            first_message: text("first_message", first_message, 1000, errors),
+            voice: text("voice", voice, 100, errors),
+            language: text("language", language, 20, errors),
+            max_call_seconds: max,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first_message.is_none()
+            && self.voice.is_none()
+            && self.language.is_none()
+            && self.max_call_seconds.is_none()
+    }
+}
+
+/// `template` with `{{name}}` replaced by each variable's value; a variable
+/// the call does not have is left as written, so the prompt's author sees it.
+pub fn fill(template: &str, vars: &[(String, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    out
 }
 
 fn push(errors: &mut Vec<FieldError>, field: &str, message: &str) {
@@ -231,7 +315,28 @@ impl AgentInput {
         desc: Option<&str>,
         require_all: bool,
     ) -> Result<AgentInput, Vec<FieldError>> {
-        let mut errors = Vec::new();
+        Self::check_with(
+            name,
+            kind_raw,
+            use_case,
+            desc,
+            VoiceInput::default(),
+            Vec::new(),
+            require_all,
+        )
+    }
+
+    /// `check`, with the voice fields (checked by `VoiceInput::check`, whose
+    /// errors come in `errors`), which count towards "at least one" too.
+    pub fn check_with(
+        name: Option<&str>,
+        kind_raw: Option<&str>,
+        use_case: Option<&str>,
+        desc: Option<&str>,
+        voice: VoiceInput,
+        mut errors: Vec<FieldError>,
+        require_all: bool,
+    ) -> Result<AgentInput, Vec<FieldError>> {
         let mut input = AgentInput::default();
         let fields = [
             ("name", name),
@@ -251,13 +356,18 @@ impl AgentInput {
                 },
             }
         }
-        if !require_all && fields.iter().all(|(_, v)| v.is_none()) {
+        if !require_all
+            && fields.iter().all(|(_, v)| v.is_none())
+            && voice.is_empty()
+            && errors.is_empty()
+        {
             push(
                 &mut errors,
                 "body",
-                "give at least one of name, type, use_case, description",
+                "give at least one of name, type, use_case, description, first_message, voice, language, max_call_seconds",
             );
         }
+        input.voice = voice;
         if errors.is_empty() {
             Ok(input)
         } else {

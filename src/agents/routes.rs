@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{agent_from_row, owned_agent, upgrade_suggestion, Agent, AgentInput, LimitsInfo};
+use super::{
+    agent_from_row, owned_agent, upgrade_suggestion, Agent, AgentInput, LimitsInfo, VoiceInput,
+};
 use super::{is_limit_error, type_filter, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
@@ -42,15 +44,29 @@ struct AgentBody {
     kind: Option<String>,
     use_case: Option<String>,
     description: Option<String>,
+    first_message: Option<String>,
+    voice: Option<String>,
+    language: Option<String>,
+    max_call_seconds: Option<i64>,
 }
 
 impl AgentBody {
     fn check(&self, require_all: bool) -> Result<AgentInput, ApiError> {
-        AgentInput::check(
+        let mut errors = Vec::new();
+        let voice = VoiceInput::check(
+            self.first_message.as_deref(),
+            self.voice.as_deref(),
+            self.language.as_deref(),
+            self.max_call_seconds,
+            &mut errors,
+        );
+        AgentInput::check_with(
             self.name.as_deref(),
             self.kind.as_deref(),
             self.use_case.as_deref(),
             self.description.as_deref(),
+            voice,
+            errors,
             require_all,
         )
         .map_err(ApiError::fields)
@@ -88,8 +104,9 @@ async fn create_agent(
             // means nobody can insert between its count and this insert.
             let inserted = tx.query_row(
                 &format!(
-                    "INSERT INTO agents (user_id, name, type, use_case, description)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO agents (user_id, name, type, use_case, description,
+                                         first_message, voice, language, max_call_seconds)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, 600))
                      RETURNING {}",
                     AGENT_COLUMNS.replace("a.", "")
                 ),
@@ -98,7 +115,11 @@ async fn create_agent(
                     input.name,
                     input.kind,
                     input.use_case,
-                    input.description
+                    input.description,
+                    input.voice.first_message.clone().flatten(),
+                    input.voice.voice.clone().flatten(),
+                    input.voice.language.clone().flatten(),
+                    input.voice.max_call_seconds,
                 ],
                 |r| agent_from_row(r, 0),
             );
@@ -207,14 +228,25 @@ async fn update_agent(
             };
             tx.execute(
                 "UPDATE agents SET name = coalesce(?2, name), type = coalesce(?3, type),
-                        use_case = coalesce(?4, use_case), description = coalesce(?5, description)
+                        use_case = coalesce(?4, use_case), description = coalesce(?5, description),
+                        first_message = CASE WHEN ?6 THEN ?7 ELSE first_message END,
+                        voice = CASE WHEN ?8 THEN ?9 ELSE voice END,
+                        language = CASE WHEN ?10 THEN ?11 ELSE language END,
+                        max_call_seconds = coalesce(?12, max_call_seconds)
                  WHERE id = ?1",
                 params![
                     id,
                     input.name,
                     input.kind,
                     input.use_case,
-                    input.description
+                    input.description,
+                    input.voice.first_message.is_some(),
+                    input.voice.first_message.clone().flatten(),
+                    input.voice.voice.is_some(),
+                    input.voice.voice.clone().flatten(),
+                    input.voice.language.is_some(),
+                    input.voice.language.clone().flatten(),
+                    input.voice.max_call_seconds,
                 ],
             )?;
             let Some(after) = owned_agent(&tx, &user_id, &id)? else {
@@ -234,6 +266,18 @@ async fn update_agent(
             }
             if before.description != after.description {
                 changed.push("description");
+            }
+            if before.first_message != after.first_message {
+                changed.push("first_message");
+            }
+            if before.voice != after.voice {
+                changed.push("voice");
+            }
+            if before.language != after.language {
+                changed.push("language");
+            }
+            if before.max_call_seconds != after.max_call_seconds {
+                changed.push("max_call_seconds");
             }
             audit::record(
                 &tx,

@@ -26,3 +26,6 @@ pub const ABANDONED: &str = "abandoned";
 
 /// Set by the server on calls it ended because the month's tokens ran out.
 pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+
+/// Set on calls the server ended at their agent's `max_call_seconds`.
+pub const MAX_DURATION: &str = "max_duration_exceeded";

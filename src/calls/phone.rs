@@ -221,6 +221,16 @@ pub(crate) async fn dial(
     let hook = |name| hook_url(&setup.public, name, run_id);
     let (answer_url, status_url, recording_url) =
         (hook("webhook"), hook("status"), hook("recording"));
+    // Twilio itself hangs up at the agent's time limit.
+    let time_limit = {
+        let run_id = run_id.to_string();
+        state
+            .db
+            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
+            .await?
+            .max_call_seconds
+            .to_string()
+    };
     let form = [
         ("To", phone_number),
         ("From", setup.from_number.as_str()),
@@ -229,6 +239,7 @@ pub(crate) async fn dial(
         ("StatusCallbackEvent", "completed"),
         ("Record", "true"),
         ("RecordingStatusCallback", recording_url.as_str()),
+        ("TimeLimit", time_limit.as_str()),
     ];
     let placed = twilio::place_call(
         &state.http_client,

@@ -59,11 +59,6 @@ fn not_in_progress(run: &Run) -> ApiError {
     .with("status", json!(run.status))
 }
 
-/// The opening line the agent speaks when the call starts.
-pub(super) fn greeting(agent_name: &str) -> String {
-    format!("Hello! I'm {agent_name}. How can I help you today?")
-}
-
 /// The 402 of a tenant whose month's tokens are spent.
 fn quota_exceeded(used: f64, quota: i64) -> ApiError {
     quota_refusal(
@@ -228,7 +223,7 @@ async fn web_start(
             let agent = startable_agent(&tx, &user_id, &agent_id)?;
             let (run_id, run_number, created_at) =
                 store::insert_run(&tx, RunKind::Web, &agent.id, None)?;
-            let greeting = greeting(&agent.name);
+            let greeting = store::script(&tx, &run_id)?.first_message;
             store::save_transcript(
                 &tx,
                 &run_id,
@@ -326,7 +321,7 @@ async fn web_message(
                         ),
                     ));
                 }
-                let prompt = store::agent_prompt(c, &found.run.agent_id)?;
+                let prompt = store::script(c, &run_id)?.prompt;
                 let config = service_config::load(c, &user_id)?;
                 Ok::<_, ApiError>((found, prompt, config, store::now(c)?, spent))
             })

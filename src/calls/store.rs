@@ -211,13 +211,92 @@ pub fn insert_run(
     Err(last_err.unwrap_or(rusqlite::Error::QueryReturnedNoRows))
 }
 
-/// The agent's description: the system prompt of its calls.
-pub fn agent_prompt(conn: &Connection, agent_id: &str) -> rusqlite::Result<String> {
+/// What a run's agent says and how: its prompt and first message with the
+/// call's variables filled in, its voice and language (when it overrides the
+/// tenant's), and how long a call may last.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub prompt: String,
+    pub first_message: String,
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    pub max_call_seconds: i64,
+}
+
+/// Whole seconds since the run started, by the database clock.
+pub fn elapsed_secs(conn: &Connection, run_id: &str) -> rusqlite::Result<i64> {
     conn.query_row(
-        "SELECT description FROM agents WHERE id = ?1",
-        [agent_id],
+        "SELECT CAST((julianday('now') - julianday(created_at)) * 86400 AS INTEGER)
+         FROM agent_runs WHERE id = ?1",
+        [run_id],
         |r| r.get(0),
     )
+}
+
+/// The greeting of an agent without a first message of its own.
+pub fn default_greeting(agent_name: &str) -> String {
+    format!("Hello! I'm {agent_name}. How can I help you today?")
+}
+
+/// The run's script. A campaign call's variables are its contact's
+/// `first_name`, `last_name`, `phone` and the other columns of its CSV row;
+/// any call's `phone` is the number called.
+pub fn script(conn: &Connection, run_id: &str) -> rusqlite::Result<Script> {
+    let (name, prompt, first, voice, language, max, phone, contact) = conn.query_row(
+        "SELECT a.name, a.description, a.first_message, a.voice, a.language, a.max_call_seconds,
+                r.phone_number,
+                (SELECT json_object('first_name', k.first_name, 'last_name', k.last_name,
+                                    'extra', k.extra_fields)
+                 FROM campaign_contacts k WHERE k.agent_run_id = r.id)
+         FROM agent_runs r JOIN agents a ON a.id = r.agent_id WHERE r.id = ?1",
+        [run_id],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        },
+    )?;
+    let mut vars: Vec<(String, String)> = Vec::new();
+    if let Some(contact) = contact.and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+    {
+        // The CSV's own columns first, so the named ones win a clash.
+        if let Some(extra) = contact["extra"].as_str().and_then(|e| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e).ok()
+        }) {
+            for (k, v) in extra {
+                if let Some(v) = v.as_str() {
+                    vars.push((k, v.to_string()));
+                }
+            }
+        }
+        for key in ["first_name", "last_name"] {
+            if let Some(v) = contact[key].as_str() {
+                vars.push((key.to_string(), v.to_string()));
+            }
+        }
+    }
+    if let Some(phone) = phone {
+        vars.push(("phone".to_string(), phone));
+    }
+    // Later entries win: apply the named ones last.
+    vars.reverse();
+    let mut seen = std::collections::HashSet::new();
+    vars.retain(|(k, _)| seen.insert(k.clone()));
+    let fill = |t: &str| crate::agents::fill(t, &vars);
+    Ok(Script {
+        prompt: fill(&prompt),
+        first_message: first.map_or_else(|| default_greeting(&name), |f| fill(&f)),
+        voice,
+        language,
+        max_call_seconds: max,
+    })
 }
 
 /// Replaces the stored transcript and marks the run active now.

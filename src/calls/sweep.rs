@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::store::{self, Disposition, Finish, Measure, Outcome};
-use super::ABANDONED;
+use super::{ABANDONED, MAX_DURATION};
 use crate::db::{Db, DbError};
 
 /// Closes every web call whose last activity is at least `idle_secs` old;
@@ -43,14 +43,35 @@ pub fn close_idle_runs(conn: &mut Connection, idle_secs: u64) -> rusqlite::Resul
             closed += 1;
         }
     }
+    // Web calls that reached their agent's time limit are ended there and
+    // billed for exactly the limit (phone calls: Twilio's TimeLimit).
+    let over: Vec<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT r.id, a.max_call_seconds FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+             WHERE r.status = 'in_progress' AND r.type = 'WEB_CALL'
+               AND (julianday('now') - julianday(r.created_at)) * 86400 >= a.max_call_seconds",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (run_id, limit) in &over {
+        let finish = Finish {
+            outcome: Outcome::Completed,
+            disposition: Disposition::Set(MAX_DURATION),
+            duration: Measure::Seconds(*limit),
+        };
+        if store::finish_run(&tx, run_id, &finish)?.is_some() {
+            closed += 1;
+        }
+    }
     tx.commit()?;
     Ok(closed)
 }
 
 /// How often to look: often enough that a run closes soon after its idle
-/// time is up, at most once a minute for long idle times.
+/// time or its agent's time limit is up (every 5 s at most: one indexed
+/// query over the calls in progress).
 pub fn period(idle_secs: u64) -> Duration {
-    Duration::from_secs((idle_secs / 4).clamp(1, 60))
+    Duration::from_secs((idle_secs / 4).clamp(1, 5))
 }
 
 /// Runs `close_idle_runs` every `period(idle_secs)`, for as long as the
@@ -80,7 +101,7 @@ mod tests {
     #[test]
     fn the_period_follows_the_idle_time_within_bounds() {
         assert_eq!(period(1), Duration::from_secs(1));
-        assert_eq!(period(20), Duration::from_secs(5));
-        assert_eq!(period(1800), Duration::from_secs(60));
+        assert_eq!(period(12), Duration::from_secs(3));
+        assert_eq!(period(1800), Duration::from_secs(5));
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::agent_llm::{self, plan_llm, AgentReply};
 use super::phone::{hook_url, run_credentials};
 use super::reconcile;
-use super::routes::{end_for_quota, greeting, quota_spent_during, MAX_TURNS};
+use super::routes::{end_for_quota, quota_spent_during, MAX_TURNS};
 use super::store::{self, Disposition, LlmTurn, Outcome, OwnedRun, Turn};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -292,7 +292,15 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
     if !hook.in_progress() {
         return Ok(hang_up(None));
     }
-    let greeting = greeting(&hook.found.agent_name);
+    let greeting = {
+        let run_id = hook.run_id.clone();
+        state
+            .db
+            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
+            .await
+            .map_err(fault)?
+            .first_message
+    };
     // Twilio may ask again (a retry): the greeting is written down once.
     let turns = if hook.found.transcript.is_empty() {
         let at = db_now(&state).await?;
@@ -318,11 +326,11 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
 /// apology instead of a dead line.
 async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<AgentReply> {
     let reply = async {
-        let (owner, agent_id) = (hook.owner.clone(), hook.found.run.agent_id.clone());
+        let (owner, run_id) = (hook.owner.clone(), hook.run_id.clone());
         let (prompt, config) = state
             .db
             .read(move |c| {
-                let prompt = store::agent_prompt(c, &agent_id)?;
+                let prompt = store::script(c, &run_id)?.prompt;
                 Ok::<_, ApiError>((prompt, service_config::load(c, &owner)?))
             })
             .await?;

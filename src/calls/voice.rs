@@ -311,11 +311,11 @@ async fn twilio_stream(
         .first()
         .filter(|t| t.role == "assistant" && run.transcript.len() == 1)
         .map(|t| t.content.clone());
-    let prompt = {
-        let agent_id = run.run.agent_id.clone();
+    let script = {
+        let run_id = run_id.clone();
         state
             .db
-            .read(move |c| store::agent_prompt(c, &agent_id).map_err(ApiError::from))
+            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
             .await?
     };
     Ok(upgrade
@@ -345,7 +345,7 @@ async fn twilio_stream(
                 state,
                 user_id: owner,
                 run_id,
-                prompt,
+                script,
                 setup,
                 transport: Transport::Twilio { stream_sid },
             });
@@ -420,18 +420,18 @@ async fn audio_socket(
         .first()
         .filter(|t| t.role == "assistant" && found.transcript.len() == 1)
         .map(|t| t.content.clone());
-    let prompt = {
-        let agent_id = found.run.agent_id.clone();
+    let script = {
+        let run_id = run_id.clone();
         state
             .db
-            .read(move |c| store::agent_prompt(c, &agent_id).map_err(ApiError::from))
+            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
             .await?
     };
     let call = Arc::new(Call {
         state,
         user_id,
         run_id,
-        prompt,
+        script,
         setup,
         transport: Transport::Browser,
     });
@@ -446,9 +446,19 @@ struct Call {
     state: AppState,
     user_id: String,
     run_id: String,
-    prompt: String,
+    /// The agent's prompt, voice, language and time limit for this call.
+    script: store::Script,
     setup: Setup,
     transport: Transport,
+}
+
+impl Call {
+    fn tts_voice(&self) -> &str {
+        self.script
+            .voice
+            .as_deref()
+            .unwrap_or(&self.setup.tts_voice)
+    }
 }
 
 /// What goes out on the socket. Audio carries the answer it belongs to
@@ -634,7 +644,7 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
         &call.setup.deepgram_key,
         &ListenParams {
             model: &call.setup.stt_model,
-            language: None,
+            language: call.script.language.as_deref(),
             encoding: format.encoding,
             sample_rate: format.sample_rate,
             endpointing_ms: ENDPOINTING_MS,
@@ -662,6 +672,18 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
     }
     let mut utterance = String::new();
     let idle = Duration::from_secs(call.state.config.run_idle_timeout_secs);
+    // The agent's time limit, from when the run started.
+    let limit_at = {
+        let run_id = call.run_id.clone();
+        let elapsed = call
+            .state
+            .db
+            .read(move |c| store::elapsed_secs(c, &run_id).map_err(ApiError::from))
+            .await
+            .unwrap_or(0);
+        let left = (call.script.max_call_seconds - elapsed).max(0);
+        Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    };
     let mut last_heard = Instant::now();
     let mut last_touch = Instant::now();
     let ending: (Disposition<'static>, Measure) = loop {
@@ -744,6 +766,9 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
             }
             _ = tokio::time::sleep_until((last_heard + idle).into()) => {
                 break (Disposition::Set(super::ABANDONED), Measure::UntilLastActivity);
+            }
+            _ = tokio::time::sleep_until(limit_at.into()) => {
+                break (Disposition::Set(super::MAX_DURATION), Measure::UntilNow);
             }
         }
     };
@@ -969,7 +994,7 @@ async fn say(
             call.state.http_client.clone(),
             call.state.config.deepgram_base_url.clone(),
             call.setup.deepgram_key.clone(),
-            call.setup.tts_voice.clone(),
+            call.tts_voice().to_string(),
             sentence.to_string(),
         );
         let timeout = Duration::from_secs(call.state.config.provider_timeout_secs);
@@ -1111,7 +1136,7 @@ async fn answer(
         &call.state,
         &call.run_id,
         &call.setup.plan,
-        call.prompt.clone(),
+        call.script.prompt.clone(),
         &transcript,
         &said.content,
     )

@@ -27,7 +27,13 @@ pub struct Contact {
     pub last_name: Option<String>,
     /// An IANA zone for the calling window (the CSV's `timezone` column).
     pub timezone: Option<String>,
+    /// The row's other columns as a JSON object (header → text), the
+    /// agent's prompt variables (`{{appointment}}`); `None` when empty.
+    pub extra_fields: Option<String>,
 }
+
+/// The most one row's other columns may hold, as the column's CHECK allows.
+const MAX_EXTRA_BYTES: usize = 8192;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct InvalidRow {
@@ -121,6 +127,30 @@ fn zone_cell(record: &csv::StringRecord, at: Option<usize>) -> Result<Option<Str
     Ok(Some(text.to_string()))
 }
 
+/// The row's other columns as a JSON object, empty cells left out.
+fn extra_cells(
+    record: &csv::StringRecord,
+    columns: &[(usize, String)],
+) -> Result<Option<String>, String> {
+    let fields: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .filter_map(|(i, name)| {
+            let v = record.get(*i)?.trim();
+            (!v.is_empty()).then(|| (name.clone(), serde_json::Value::from(v)))
+        })
+        .collect();
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::Value::Object(fields).to_string();
+    if json.len() > MAX_EXTRA_BYTES {
+        return Err(format!(
+            "the other columns hold more than {MAX_EXTRA_BYTES} bytes"
+        ));
+    }
+    Ok(Some(json))
+}
+
 /// Reads a whole CSV file. Cells are kept as text, whatever they look like
 /// (a leading `=` is a name, not a formula: nothing here evaluates it).
 pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
@@ -144,6 +174,13 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
         column(&headers, &LAST_HEADERS),
         column(&headers, &TIMEZONE_HEADERS),
     );
+    // Every other named column is kept for the prompt's variables.
+    let extra: Vec<(usize, String)> = headers
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !h.is_empty() && ![Some(phone), first, last, zone].contains(&Some(*i)))
+        .map(|(i, h)| (i, h.replace(' ', "_")))
+        .collect();
 
     let mut parsed = Parsed::default();
     let mut seen = std::collections::HashSet::new();
@@ -180,6 +217,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
                 first_name: name_cell(&record, first, "first name")?,
                 last_name: name_cell(&record, last, "last name")?,
                 timezone: zone_cell(&record, zone)?,
+                extra_fields: extra_cells(&record, &extra)?,
             })
         });
         match contact {
@@ -238,6 +276,12 @@ mod tests {
         .unwrap();
         assert_eq!(p.contacts[0].timezone.as_deref(), Some("Asia/Tokyo"));
         assert_eq!(p.contacts[1].timezone, None);
+        let extra =
+            parse(b"phone,First,Appointment Time,Notes\n+14155550100,Ann,Tue 10:00,\n").unwrap();
+        assert_eq!(
+            extra.contacts[0].extra_fields.as_deref(),
+            Some(r#"{"appointment_time":"Tue 10:00"}"#)
+        );
         assert_eq!(p.invalid[0].row, 4);
     }
 }

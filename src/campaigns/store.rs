@@ -177,8 +177,9 @@ pub fn insert_campaign(
         |r| r.get(0),
     )?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO campaign_contacts (campaign_id, phone_number, first_name, last_name, timezone)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO campaign_contacts (campaign_id, phone_number, first_name, last_name, timezone,
+                                        extra_fields)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for k in contacts {
         insert.execute(params![
@@ -186,7 +187,8 @@ pub fn insert_campaign(
             k.phone_number,
             k.first_name,
             k.last_name,
-            k.timezone
+            k.timezone,
+            k.extra_fields
         ])?;
     }
     Ok(id)

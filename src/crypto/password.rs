@@ -213,6 +213,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(matches!(queue.run(|| ()).await, Err(HashQueueError::Full)));
+        // Both workers have started their job before any is let go (on a
+        // busy machine the blocking pool may start the second one late).
+        while now.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         for _ in 0..5 {
             release.send(()).unwrap();
         }

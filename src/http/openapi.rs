@@ -374,6 +374,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ],
     ),
     ep(
+        "get",
+        "/api/calls/web/{run_id}/audio",
+        "calls",
+        "A voice call's WebSocket: PCM audio both ways, transcripts, barge-in",
+        User,
+    ),
+    ep(
+        "get",
+        "/api/calls/twilio/stream/{run_id}",
+        "twilio",
+        "Twilio Media Streams WebSocket of a phone call (signed by Twilio)",
+        Public,
+    ),
+    ep(
         "post",
         "/api/calls/twilio/webhook/{run_id}",
         "twilio",
@@ -391,7 +405,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "post",
         "/api/calls/twilio/status/{run_id}",
         "twilio",
-        "Twilio: the call ended (CallStatus, CallDuration) (signed by Twilio)",
+        "Twilio: the call ended (CallSid, CallStatus); billed with Twilio's REST duration (signed by Twilio)",
         Public,
     ),
     ep(

@@ -411,3 +411,98 @@ async fn the_service_configuration_has_defaults_and_validates_providers() {
     assert_eq!(body["data"]["updated_at"], Value::Null);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn voice_fields_are_checked_saved_and_cleared() {
+    let app = TestApp::start().await;
+    let t = tenant(&app, "voicefields@example.com").await;
+    let agent = create_agent(&app, &t, "Vera").await;
+    let (status, body) = get(&app, &format!("/api/agents/{agent}"), Some(&t.token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["max_call_seconds"], 600, "the default");
+    assert_eq!(body["data"]["first_message"], Value::Null);
+    for (field, value) in [
+        ("max_call_seconds", json!(5)),
+        ("max_call_seconds", json!(20000)),
+        ("first_message", json!("x".repeat(1001))),
+        ("voice", json!("a\u{7}b")),
+        ("language", json!("x".repeat(21))),
+    ] {
+        let (status, body) = call(
+            &app,
+            reqwest::Method::PUT,
+            &format!("/api/agents/{agent}"),
+            Some(&t.token),
+            Some(json!({ field: value })),
+        )
+        .await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    let path = format!("/api/agents/{agent}");
+    let put = |v: Value| call(&app, reqwest::Method::PUT, &path, Some(&t.token), Some(v));
+    let (status, body) =
+        put(json!({"first_message": " Hi {{first_name}}! ", "max_call_seconds": 90})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["first_message"], "Hi {{first_name}}!");
+    assert_eq!(body["data"]["max_call_seconds"], 90);
+    // An empty text clears it: the default greeting again.
+    let (status, body) = put(json!({"first_message": ""})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["first_message"], Value::Null);
+    assert_eq!(body["data"]["max_call_seconds"], 90, "untouched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_web_call_is_ended_and_billed_at_its_agent_s_time_limit() {
+    let app = TestApp::start_with(|c| {
+        c.groq_api_key = Some("gsk_server_fallback_key_for_tests".into());
+        c.run_idle_timeout_secs = 120;
+    })
+    .await;
+    let t = tenant(&app, "limit@example.com").await;
+    let agent = create_agent(&app, &t, "Brief").await;
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/agents/{agent}"),
+        Some(&t.token),
+        Some(json!({"max_call_seconds": 10})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        &app,
+        "/api/calls/web/start",
+        Some(&t.token),
+        json!({"agent_id": agent}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run = body["data"]["run_id"].as_str().unwrap().to_string();
+    let mut row = (String::new(), None, 0, 0.0);
+    for _ in 0..300 {
+        row = db(&app)
+            .query_row(
+                "SELECT status, disposition, duration_seconds, groq_tokens FROM agent_runs WHERE id = ?1",
+                [&run],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, f64>(3)?)),
+            )
+            .unwrap();
+        if row.0 != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        row,
+        (
+            "completed".to_string(),
+            Some("max_duration_exceeded".to_string()),
+            10,
+            0.13
+        )
+    );
+    app.stop().await;
+}

@@ -392,6 +392,96 @@ async fn contacts_outside_their_calling_hours_wait_for_the_window() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_call_greets_each_contact_with_their_own_fields() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
+    let app = dialing_app(&twilio).await;
+    let t = tenant(&app, "fields@example.com").await;
+    set_tier(&app, &t, "pro");
+    save_twilio(&app, &t).await;
+    let (status, body) = post(
+        &app,
+        "/api/agents",
+        Some(&t.token),
+        json!({
+            "name": "Reminders", "type": "OUTBOUND", "use_case": "reminders",
+            "description": "Remind {{first_name}} of the visit on {{appointment}}. Never read out {{phone}}.",
+            "first_message": "Hi {{first_name}}, this is Acme about {{appointment}}.",
+            "voice": "aura-2-thalia-en", "language": "en-US", "max_call_seconds": 120
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["max_call_seconds"], 120);
+    assert_eq!(body["data"]["voice"], "aura-2-thalia-en");
+    let agent = body["data"]["id"].as_str().unwrap().to_string();
+    twilio.script("+14155550960", &[Outcome::Live]);
+    let csv = "phone,first_name,Appointment\n+14155550960,Ann,Tuesday at 10\n";
+    let res = app
+        .client
+        .post(app.url("/api/campaigns"))
+        .bearer_auth(&t.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(form_body(&[
+            ("name", b"Visits"),
+            ("agent_id", agent.as_bytes()),
+            ("file", csv.as_bytes()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    act(&app, &t, &id, "start").await;
+    wait_until(Duration::from_secs(10), "the call", || {
+        twilio.calls().len() == 1
+    })
+    .await;
+    let call = twilio.calls()[0].clone();
+    // Twilio itself hangs up at the agent's limit.
+    assert_eq!(call.time_limit.as_deref(), Some("120"));
+    let run_id: String = db(&app)
+        .query_row(
+            "SELECT id FROM agent_runs WHERE campaign_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let hook = format!("/api/calls/twilio/webhook/{run_id}");
+    let params = vec![("CallSid".to_string(), call.sid.clone())];
+    let twiml = app
+        .client
+        .post(app.url(&hook))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(&format!("{PUBLIC}{hook}"), &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        twiml.contains("<Say>Hi Ann, this is Acme about Tuesday at 10.</Say>"),
+        "{twiml}"
+    );
+    let script = voxflow::calls::store::script(&db(&app), &run_id).unwrap();
+    assert_eq!(
+        script.prompt,
+        "Remind Ann of the visit on Tuesday at 10. Never read out +14155550960."
+    );
+    assert_eq!(script.language.as_deref(), Some("en-US"));
+    app.stop().await;
+}
+
 /// The stand-in's new-call requests for `numbers` that arrived after `t`.
 fn calls_after(twilio: &TwilioStandIn, numbers: &[String], t: Instant) -> usize {
     twilio

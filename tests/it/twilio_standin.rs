@@ -49,6 +49,8 @@ pub struct Call {
     pub duration: Option<u32>,
     pub status_callback: Option<String>,
     pub idempotency_token: Option<String>,
+    /// The `TimeLimit` asked for, in seconds.
+    pub time_limit: Option<String>,
     pub created_unix: i64,
     /// When the request that placed it arrived.
     pub arrived: Instant,
@@ -261,6 +263,7 @@ async fn create_call(
             .get("i-twilio-idempotency-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        time_limit: field("TimeLimit"),
         created_unix: jiff::Timestamp::now().as_second(),
         arrived: Instant::now(),
     };
