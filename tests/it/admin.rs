@@ -646,6 +646,22 @@ async fn audit_log_is_newest_first_and_filtered() {
     assert_eq!(actions(&body), ["update_user_limits"]);
     assert_eq!(body["pagination"]["pages"], 3);
 
+    // A tenant's own action is in the log, and left out with actor=admin.
+    let three = tenant(&app, "three@example.com").await;
+    create_agent(&app, &three, "Own").await;
+    assert_eq!(audit(&app, &admin, "").await["pagination"]["total"], 6);
+    assert_eq!(
+        audit(&app, &admin, "?actor=admin").await["pagination"]["total"],
+        5
+    );
+    assert_eq!(
+        audit(&app, &admin, "?actor=any").await["pagination"]["total"],
+        6
+    );
+    let (status, body) = get(&app, "/api/admin/audit-logs?actor=robot", Some(&admin)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["field"], "actor");
+
     for (q, field) in [
         ("action=DROP%20TABLE", "action"),
         ("admin_user_id=nope", "admin_user_id"),
