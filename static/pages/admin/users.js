@@ -140,7 +140,7 @@ export async function userDetail(ctx) {
   const m = d.usage;
   ctx.page(
     u.email,
-    h("p", {}, link("#/admin/users", "← All users"), " ", link(`#/admin/audit?target_user_id=${u.id}&actor=any`, "Their audit trail")),
+    h("p", { class: "row" }, link("#/admin/users", "← All users"), link(`#/admin/audit?target_user_id=${u.id}&actor=any`, "Their audit trail")),
     cards([
       ["agents", `${num(s.agent_count)} / ${num(u.max_agents)}`, "user-agents"],
       ["completed calls", num(s.total_runs), "user-runs"],
