@@ -40,6 +40,11 @@ const routes = [
   ["campaigns/:id", campaignDetail, "campaigns"],
   ["keys", keys, "keys"],
   ["settings", settings, "settings"],
+  // The first edition's routes, so old bookmarks still land.
+  ["call", talk, "talk"],
+  ["call/:id", talk, "talk"],
+  ["usage", dashboard, "dashboard"],
+  ["admin", userList, "admin/users", true],
   ["admin/users", userList, "admin/users", true],
   ["admin/users/:id", userDetail, "admin/users", true],
   ["admin/audit", audit, "admin/audit", true],
