@@ -54,6 +54,10 @@ struct AuditQuery {
     target_user_id: Option<String>,
     date_from: Option<String>,
     date_to: Option<String>,
+    /// `admin`: only entries whose actor is an admin; tenants' own actions
+    /// (their agents, calls, keys) are in the same table and would bury
+    /// the admins' changes on the audit page.
+    actor: Option<String>,
 }
 
 pub fn router() -> Router<AppState> {
@@ -116,6 +120,11 @@ async fn list(
         filters.add("l.target_user_id = ?", id);
     }
     filters.dates("l.created_at", &q.date_from, &q.date_to)?;
+    match given(&q.actor) {
+        None | Some("any") => {}
+        Some("admin") => filters.add("au.role = ?", "admin".to_string()),
+        Some(_) => return Err(ApiError::field("actor", "must be admin or any")),
+    }
     let (rows, total) = state
         .db
         .read(move |c| {

@@ -176,15 +176,23 @@ async fn update_limits(
         ));
     }
     let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
+        // A tier change brings that tier's limits (api.md), else an admin who
+        // moves a user to pro leaves them at the free plan's two agents; a
+        // limit given in the same request is the admin's choice and wins.
+        let new_tier = tier.filter(|t| t.name != before.subscription_tier);
+        let max_agents = body.max_agents.or(new_tier.map(|t| t.max_agents));
+        let quota = body
+            .monthly_token_quota
+            .or(new_tier.map(|t| t.monthly_token_quota));
         tx.execute(
             "UPDATE users SET max_agents = coalesce(?2, max_agents),
                     monthly_token_quota = coalesce(?3, monthly_token_quota),
                     subscription_tier = coalesce(?4, subscription_tier),
                     role = coalesce(?5, role)
              WHERE id = ?1",
-            rusqlite::params![before.id, body.max_agents, body.monthly_token_quota, tier.map(|t| t.name), body.role],
+            rusqlite::params![before.id, max_agents, quota, tier.map(|t| t.name), body.role],
         )?;
-        if let Some(t) = tier.filter(|t| t.name != before.subscription_tier) {
+        if let Some(t) = new_tier {
             tx.execute(
                 "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
                         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -201,7 +209,7 @@ async fn update_limits(
             json!({
                 "before": { "max_agents": before.max_agents, "monthly_token_quota": before.monthly_token_quota,
                             "subscription_tier": before.subscription_tier, "role": before.role },
-                "changes": { "max_agents": body.max_agents, "monthly_token_quota": body.monthly_token_quota,
+                "changes": { "max_agents": max_agents, "monthly_token_quota": quota,
                              "subscription_tier": tier.map(|t| t.name), "role": body.role },
             }),
         )?;

@@ -620,6 +620,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
             ("target_user_id", "string", false),
             ("date_from", "string", false),
             ("date_to", "string", false),
+            ("actor", "string", false),
         ],
     ),
     ep(

@@ -170,9 +170,9 @@ async fn user_detail_shows_the_account_but_never_key_material() {
     assert_eq!(f(&d["subscription"]["monthly_price"]), 29.0);
     assert_eq!(d["usage"]["calls_this_month"], 22);
     assert_eq!(f(&d["usage"]["tokens_used_this_month"]), 16.58);
-    // A tier change moves the plan, not the limits set by hand.
-    assert_eq!(d["usage"]["monthly_token_quota"], 1_000);
-    assert_eq!(f(&d["usage"]["tokens_remaining"]), 983.42);
+    // The tier change brought pro's quota.
+    assert_eq!(d["usage"]["monthly_token_quota"], 50_000);
+    assert_eq!(f(&d["usage"]["tokens_remaining"]), 49_983.42);
 
     let (status, body) = get(
         &app,
@@ -184,6 +184,74 @@ async fn user_detail_shows_the_account_but_never_key_material() {
     assert_eq!(body["success"], false);
     let (status, body) = get(&app, "/api/admin/users/not-a-uuid", Some(&admin)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    app.stop().await;
+}
+
+/// The user's `(max_agents, monthly_token_quota, subscription_tier)` as the
+/// limits endpoint leaves them.
+async fn limits(app: &TestApp, admin: &str, user_id: &str, body: Value) -> (i64, i64, String) {
+    let (status, body) = put(
+        app,
+        &format!("/api/admin/users/{user_id}/limits"),
+        Some(admin),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let u = &body["data"];
+    (
+        u["max_agents"].as_i64().unwrap(),
+        u["monthly_token_quota"].as_i64().unwrap(),
+        u["subscription_tier"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_tier_change_applies_the_tiers_limits_unless_the_request_sets_them() {
+    let app = TestApp::start().await;
+    let admin = admin_token(&app).await;
+    let (_, id) = register(&app, "tiered@example.com").await;
+
+    let got = limits(&app, &admin, &id, json!({ "subscription_tier": "pro" })).await;
+    assert_eq!(got, (10, 50_000, "pro".into()));
+    let got = limits(
+        &app,
+        &admin,
+        &id,
+        json!({ "subscription_tier": "enterprise", "max_agents": 3 }),
+    )
+    .await;
+    assert_eq!(got, (3, 1_000_000, "enterprise".into()), "max_agents wins");
+    let got = limits(
+        &app,
+        &admin,
+        &id,
+        json!({ "subscription_tier": "free", "monthly_token_quota": 777 }),
+    )
+    .await;
+    assert_eq!(got, (2, 777, "free".into()), "the quota wins");
+    // Limits set by hand stay when the tier named is the one the user has.
+    let got = limits(&app, &admin, &id, json!({ "max_agents": 9 })).await;
+    assert_eq!(got, (9, 777, "free".into()));
+    let got = limits(&app, &admin, &id, json!({ "subscription_tier": "free" })).await;
+    assert_eq!(
+        got,
+        (9, 777, "free".into()),
+        "no change of tier, no new limits"
+    );
+
+    let body = audit(
+        &app,
+        &admin,
+        &format!("?target_user_id={id}&action=update_user_limits&limit=100"),
+    )
+    .await;
+    let first_change = body["data"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        first_change["details"]["changes"]["max_agents"], 10,
+        "the audit row records the limits the tier brought"
+    );
+    assert_eq!(first_change["details"]["before"]["max_agents"], 2);
     app.stop().await;
 }
 
@@ -577,6 +645,22 @@ async fn audit_log_is_newest_first_and_filtered() {
     let body = audit(&app, &admin, "?limit=2&page=3").await;
     assert_eq!(actions(&body), ["update_user_limits"]);
     assert_eq!(body["pagination"]["pages"], 3);
+
+    // A tenant's own action is in the log, and left out with actor=admin.
+    let three = tenant(&app, "three@example.com").await;
+    create_agent(&app, &three, "Own").await;
+    assert_eq!(audit(&app, &admin, "").await["pagination"]["total"], 6);
+    assert_eq!(
+        audit(&app, &admin, "?actor=admin").await["pagination"]["total"],
+        5
+    );
+    assert_eq!(
+        audit(&app, &admin, "?actor=any").await["pagination"]["total"],
+        6
+    );
+    let (status, body) = get(&app, "/api/admin/audit-logs?actor=robot", Some(&admin)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["field"], "actor");
 
     for (q, field) in [
         ("action=DROP%20TABLE", "action"),
