@@ -30,7 +30,15 @@ const isNone = (v) => v === null || v === undefined || v === "" || Number.isNaN(
 
 export const num = (v, digits = 0) =>
   isNone(v) ? DASH : Number(v).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
-export const money = (v) => (isNone(v) ? DASH : `$${Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`);
+// Dollars to the cent; an LLM turn's cost is often a fraction of a cent,
+// kept to the micro-dollar, so a small non-zero amount shows its digits
+// instead of reading "$0.00".
+export const money = (v) => {
+  if (isNone(v)) return DASH;
+  const n = Number(v);
+  const digits = n > 0 && n < 0.01 ? 6 : 2;
+  return `$${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits })}`;
+};
 export const text = (v) => (isNone(v) ? DASH : String(v));
 
 export function seconds(v) {
