@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use rusqlite::TransactionBehavior;
@@ -27,6 +27,7 @@ use crate::tiers;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/phone/start", post(phone_start))
+        .route("/run/{id}/recording", axum::routing::get(recording))
         .merge(super::twilio_hooks::router())
 }
 
@@ -331,5 +332,139 @@ async fn phone_start(
         )
         .with("provider", json!("twilio"))
         .with("run_id", json!(run_id))),
+    }
+}
+
+/// The recording SID in a stored recording URL
+/// (`…/2010-04-01/Accounts/{account}/Recordings/RE….ext`) of `account`.
+fn recording_sid(url: &str, account: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let mut parts = url.path_segments()?;
+    let (v, accounts, sid, recordings, file) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let re = file.split('.').next()?;
+    (v == "2010-04-01"
+        && accounts == "Accounts"
+        && sid == account
+        && recordings == "Recordings"
+        && parts.next().is_none()
+        && twilio::is_recording_sid(re))
+    .then(|| re.to_string())
+}
+
+/// The longest recording passed on: two hours of a phone call's MP3.
+const MAX_RECORDING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `GET /api/calls/run/{id}/recording`: the call's recording as audio,
+/// fetched from Twilio with the credentials that placed the call (Twilio's
+/// own URL asks the listener for them, and the page may load nothing from
+/// outside this server). Only the recording SID is taken from the stored
+/// URL; the request goes to the configured Twilio base, never to a host a
+/// callback named.
+async fn recording(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Response> {
+    let Ok(id) = uuid::Uuid::parse_str(&id).map(|u| u.to_string()) else {
+        return Err(ApiError::field("id", "must be a UUID"));
+    };
+    let user_id = current.user.id;
+    let found = {
+        let (user_id, id) = (user_id.clone(), id.clone());
+        state
+            .db
+            .read(move |c| {
+                let run = store::owned_run(c, &user_id, &id)?;
+                let facts = store::twilio_facts(c, &id)?;
+                Ok::<_, ApiError>(run.map(|r| (r, facts)))
+            })
+            .await?
+    };
+    let Some((run, (_, account_sid, key_source))) = found else {
+        return Err(ApiError::not_found("Run"));
+    };
+    let no_recording = || ApiError::not_found("Recording");
+    let url = run.run.recording_url.ok_or_else(no_recording)?;
+    let creds = run_credentials(
+        &state,
+        &user_id,
+        account_sid.as_deref(),
+        key_source.as_deref(),
+    )
+    .await?
+    .ok_or_else(no_recording)?;
+    let (sid, token, _) = creds;
+    let re = recording_sid(&url, &sid).ok_or_else(no_recording)?;
+    let account = twilio::Account {
+        base_url: &state.config.twilio_base_url,
+        sid: &sid,
+        token: &token,
+    };
+    let timeout = std::time::Duration::from_secs(state.config.provider_timeout_secs.max(30));
+    let response = twilio::fetch_recording(&state.http_client, &account, &re, timeout)
+        .await
+        .map_err(|e| match e {
+            twilio::CallError::Refused { status: 404, .. } => no_recording(),
+            other => twilio_error(&other),
+        })?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RECORDING_BYTES)
+    {
+        return Err(twilio_error(&twilio::CallError::BadReply));
+    }
+    let ctype = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("audio/"))
+        .unwrap_or("audio/mpeg")
+        .to_string();
+    let body = axum::body::Body::from_stream(response.bytes_stream());
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, ctype),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "private, max-age=300".to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_recording_of_the_account_is_fetched() {
+        let acct = "AC0123456789abcdef0123456789abcdef";
+        let re = "RE0123456789abcdef0123456789abcdef";
+        let url = format!("https://api.twilio.com/2010-04-01/Accounts/{acct}/Recordings/{re}");
+        assert_eq!(recording_sid(&url, acct).as_deref(), Some(re));
+        assert_eq!(
+            recording_sid(&format!("{url}.mp3"), acct).as_deref(),
+            Some(re)
+        );
+        assert_eq!(
+            recording_sid(&url, "AC99999999999999999999999999999999"),
+            None
+        );
+        assert_eq!(recording_sid(&format!("{url}/x"), acct), None);
+        assert_eq!(
+            recording_sid(
+                "https://api.twilio.com/2010-04-01/Accounts/x/Recordings/../../y",
+                acct
+            ),
+            None
+        );
     }
 }

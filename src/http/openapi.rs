@@ -375,6 +375,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "get",
+        "/api/calls/run/{id}/recording",
+        "calls",
+        "The call's recording (audio), fetched from Twilio with the account's credentials",
+        User,
+    ),
+    ep(
+        "get",
         "/api/calls/web/{run_id}/audio",
         "calls",
         "A voice call's WebSocket: PCM audio both ways, transcripts, barge-in",

@@ -287,6 +287,46 @@ pub async fn find_calls(
         .collect())
 }
 
+/// Whether `sid` looks like a Twilio recording SID (`RE` + 32 hex digits).
+pub fn is_recording_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("RE") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `GET {base}/2010-04-01/Accounts/{sid}/Recordings/{recording_sid}.mp3`
+/// with basic auth: the recording's audio, to be streamed on (its body is
+/// not read here).
+pub async fn fetch_recording(
+    client: &reqwest::Client,
+    account: &Account<'_>,
+    recording_sid: &str,
+    timeout: Duration,
+) -> Result<reqwest::Response, CallError> {
+    if !is_account_sid(account.sid) || !is_recording_sid(recording_sid) {
+        return Err(CallError::BadAccountSid);
+    }
+    let url = join(
+        account.base_url,
+        &format!(
+            "2010-04-01/Accounts/{}/Recordings/{recording_sid}.mp3",
+            account.sid
+        ),
+    );
+    let response = client
+        .get(url)
+        .basic_auth(account.sid, Some(account.token))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(send_error(timeout))?;
+    if !response.status().is_success() {
+        return Err(CallError::Refused {
+            status: response.status().as_u16(),
+            code: None,
+        });
+    }
+    Ok(response)
+}
+
 /// What Twilio signs: the URL it called, then every POST parameter sorted
 /// by name (equal names by value), each name directly followed by its value.
 fn signed_data(url: &str, params: &[(String, String)]) -> String {

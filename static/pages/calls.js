@@ -91,12 +91,19 @@ export async function callDetail(ctx) {
     ctx.page("Call", failure(e), h("p", {}, link("#/calls", "Back to the calls")));
     return;
   }
+  // The server fetches the recording from Twilio with the account's
+  // credentials, so it plays here (the page loads nothing from elsewhere).
   const recording = run.recording_url
     ? h(
         "p",
         {},
-        h("a", { href: run.recording_url, rel: "noopener noreferrer", target: "_blank", text: "Open the recording" }),
-        h("span", { class: "muted", text: " (kept by Twilio, which asks for your account SID and auth token)" }),
+        h("audio", {
+          controls: true,
+          preload: "none",
+          id: "recording",
+          src: `/api/calls/run/${encodeURIComponent(run.id)}/recording`,
+          "aria-label": "The call's recording",
+        }),
       )
     : h("p", { class: "muted", text: "No recording for this call." });
   const usage = run.llm_usage || null;

@@ -482,6 +482,76 @@ async fn a_campaign_call_greets_each_contact_with_their_own_fields() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_call_s_recording_plays_through_the_server_for_its_owner_only() {
+    let twilio = TwilioStandIn::start(Duration::from_millis(50)).await;
+    let app = dialing_app(&twilio).await;
+    let (t, agent) = pro_tenant(&app, "recording@example.com").await;
+    let (other, _) = pro_tenant(&app, "eavesdropper@example.com").await;
+    twilio.script("+14155550980", &[Outcome::Live]);
+    let (status, body) = post(
+        &app,
+        "/api/calls/phone/start",
+        Some(&t.token),
+        json!({"agent_id": agent, "phone_number": "+14155550980"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
+    let sid = body["data"]["call_sid"].as_str().unwrap().to_string();
+    let path = format!("/api/calls/run/{run_id}/recording");
+    let fetch = |token: String| {
+        let req = app.client.get(app.url(&path)).bearer_auth(token);
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(
+        fetch(t.token.clone()).await.status(),
+        404,
+        "no recording yet"
+    );
+    // Twilio says the recording is ready (on its own host, over https).
+    let recording = format!(
+        "{}/2010-04-01/Accounts/{}/Recordings/RE0123456789abcdef0123456789abcdef",
+        twilio.base.replace("http://", "https://"),
+        crate::phone::SID
+    );
+    let hook = format!("/api/calls/twilio/recording/{run_id}");
+    let params = vec![
+        ("CallSid".to_string(), sid),
+        ("RecordingUrl".to_string(), recording),
+    ];
+    let res = app
+        .client
+        .post(app.url(&hook))
+        .header(
+            "X-Twilio-Signature",
+            crate::twilio_standin::sign(&format!("{PUBLIC}{hook}"), &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = fetch(t.token.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "audio/mpeg");
+    assert_eq!(
+        &res.bytes().await.unwrap()[..],
+        crate::twilio_standin::RECORDING
+    );
+    // Fetched from the configured Twilio with the account's credentials.
+    assert!(twilio
+        .requests()
+        .iter()
+        .any(|(r, _)| r.ends_with("/Recordings/RE0123456789abcdef0123456789abcdef.mp3")));
+    assert_eq!(
+        fetch(other.token.clone()).await.status(),
+        404,
+        "another tenant's call"
+    );
+    app.stop().await;
+}
+
 /// The stand-in's new-call requests for `numbers` that arrived after `t`.
 fn calls_after(twilio: &TwilioStandIn, numbers: &[String], t: Instant) -> usize {
     twilio

@@ -346,6 +346,24 @@ async fn fetch_call(
     }
 }
 
+/// The bytes every recording's MP3 holds here.
+pub const RECORDING: &[u8] = b"ID3\x04\x00stand-in mp3 audio";
+
+async fn fetch_recording(
+    State(s): State<Arc<Shared>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    s.log(format!("GET /Accounts/{account}/Recordings/{file}"));
+    if !authorized(&headers, &account) {
+        return unauthorized();
+    }
+    if !file.starts_with("RE") || !file.ends_with(".mp3") {
+        return (StatusCode::NOT_FOUND, Json(json!({"code": 20404}))).into_response();
+    }
+    ([("content-type", "audio/mpeg")], RECORDING).into_response()
+}
+
 impl TwilioStandIn {
     /// Starts the stand-in; calls ring for `ring` before their outcome.
     pub async fn start(ring: Duration) -> TwilioStandIn {
@@ -365,6 +383,10 @@ impl TwilioStandIn {
                 get(list_calls).post(create_call),
             )
             .route("/2010-04-01/Accounts/{sid}/Calls/{call}", get(fetch_call))
+            .route(
+                "/2010-04-01/Accounts/{sid}/Recordings/{file}",
+                get(fetch_recording),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
