@@ -10,13 +10,15 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::agents::create_agent;
 use crate::agents::{set_tier, tenant, Tenant};
 use crate::auth::{admin_token, call, get, post};
-use crate::calls::LlmStub;
+use crate::calls::{app_with, say, start_call, LlmStub, Mode};
 use crate::common::{is_uuid_v4, spawn_serve, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 use voxflow::config::{NetList, Switch};
 
-async fn scrape(app: &TestApp, token: Option<&str>) -> (StatusCode, String, Option<String>) {
+/// `GET /metrics`: the status, the text and its content type.
+pub async fn scrape(app: &TestApp, token: Option<&str>) -> (StatusCode, String, Option<String>) {
     let mut req = app.client.get(app.url("/metrics"));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -32,7 +34,7 @@ async fn scrape(app: &TestApp, token: Option<&str>) -> (StatusCode, String, Opti
 
 /// The value of the sample `series` (name and labels exactly as rendered),
 /// or 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
@@ -105,6 +107,46 @@ async fn metrics_count_requests_by_route_template_and_read_gauges() {
     ] {
         assert!(after.contains(present), "{present} missing from\n{after}");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn provider_requests_and_logins_are_counted_by_outcome() {
+    let stub = LlmStub::start().await;
+    let app = app_with(&stub).await;
+    let who = tenant(&app, "counted@example.com").await;
+    let agent = create_agent(&app, &who, "Counted").await;
+    let (run, _) = start_call(&app, &who, &agent).await;
+    let (_, before, _) = scrape(&app, None).await;
+    assert_eq!(say(&app, &who, &run, "Hello").await.0, StatusCode::OK);
+    stub.set(Mode::Fail500);
+    assert_eq!(
+        say(&app, &who, &run, "Again").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    for _ in 0..6 {
+        post(
+            &app,
+            "/api/auth/login",
+            None,
+            json!({"email": "counted@example.com", "password": "Wr0ng-Password"}),
+        )
+        .await;
+    }
+    let (_, after, _) = scrape(&app, None).await;
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    let llm_ok = r#"voxflow_provider_requests_total{provider="llm",outcome="ok"}"#;
+    let llm_error = r#"voxflow_provider_requests_total{provider="llm",outcome="error"}"#;
+    assert!(delta(llm_ok) >= 1.0, "{after}");
+    assert!(delta(llm_error) >= 1.0, "{after}");
+    assert!(
+        delta(r#"voxflow_logins_total{outcome="failure"}"#) >= 5.0,
+        "{after}"
+    );
+    assert!(
+        delta(r#"voxflow_logins_total{outcome="throttled"}"#) >= 1.0,
+        "{after}"
+    );
     app.stop().await;
 }
 
@@ -452,7 +494,9 @@ async fn the_json_access_log_names_requests_and_never_a_secret() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l["level"] == "TRACE" || l["level"] == "DEBUG"),
+        lines
+            .iter()
+            .any(|l| l["level"] == "TRACE" || l["level"] == "DEBUG"),
         "the log was not at trace level:\n{log}"
     );
     let access: Vec<&Value> = lines
