@@ -149,7 +149,7 @@ fn log_response(res: &Response, latency: Duration, _span: &Span) {
     let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0.as_str());
     tracing::info!(
         target: "voxflow::access",
-        method = facts.method,
+        method = %facts.method,
         route = %facts.route,
         status = res.status().as_u16(),
         // Microseconds are as fine as a log line needs.
