@@ -171,6 +171,73 @@ pub struct Config {
     /// `{"model": {"input": 0.59, "output": 0.79}, ...}`. Checked at start.
     #[arg(long, env = "VOXFLOW_LLM_PRICES", value_parser = PriceTable::parse)]
     pub llm_prices: Option<PriceTable>,
+
+    /// Who may read `/metrics` without an admin session: comma-separated
+    /// IP addresses and CIDR blocks.
+    #[arg(long, env = "VOXFLOW_METRICS_ALLOW", default_value = "127.0.0.0/8,::1", value_parser = NetList::parse)]
+    pub metrics_allow: NetList,
+
+    /// The reverse proxies in front of this server (comma-separated IPs and
+    /// CIDRs): only from them are `X-Request-Id` and `X-Forwarded-For`
+    /// believed. Empty: the peer is the client.
+    #[arg(long, env = "VOXFLOW_TRUSTED_PROXIES", default_value = "", value_parser = NetList::parse)]
+    pub trusted_proxies: NetList,
+
+    /// `off` turns every request rate limit off (login throttling stays).
+    #[arg(long, env = "VOXFLOW_RATE_LIMIT", value_enum, default_value = "on")]
+    pub rate_limit: Switch,
+
+    /// Requests per minute of a signed-in user on the free plan.
+    #[arg(long, env = "VOXFLOW_RATE_LIMIT_FREE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_free: u32,
+
+    /// Requests per minute of a signed-in user on the pro plan.
+    #[arg(long, env = "VOXFLOW_RATE_LIMIT_PRO", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_pro: u32,
+
+    /// Requests per minute of a signed-in user on the enterprise plan.
+    #[arg(long, env = "VOXFLOW_RATE_LIMIT_ENTERPRISE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_enterprise: u32,
+
+    /// API requests per minute from one client address without a session
+    /// (registration, login, the OpenAPI document).
+    #[arg(long, env = "VOXFLOW_RATE_LIMIT_ANONYMOUS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_anonymous: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// A list of IP networks from a comma-separated setting; a bare address is
+/// a network of one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetList(pub Vec<ipnet::IpNet>);
+
+impl NetList {
+    pub fn parse(raw: &str) -> Result<NetList, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(NetList)
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// `VOXFLOW_PUBLIC_URL` must be an http(s) origin with an optional path:
@@ -265,6 +332,13 @@ impl Config {
             run_idle_timeout_secs: 1800,
             dial_interval_ms: 1000,
             llm_prices: None,
+            metrics_allow: NetList::parse("127.0.0.0/8,::1").unwrap_or_default(),
+            trusted_proxies: NetList::default(),
+            rate_limit: Switch::On,
+            rate_limit_free: 60,
+            rate_limit_pro: 300,
+            rate_limit_enterprise: 1000,
+            rate_limit_anonymous: 120,
         }
     }
 }
@@ -283,6 +357,19 @@ mod tests {
         assert!(!c.llm_url_allowed("http://10.0.0.5:8000/v10"));
         assert!(!c.llm_url_allowed("https://llm.internal.evil.com/v1"));
         assert!(!c.llm_url_allowed("http://127.0.0.1:8080/v1"));
+    }
+
+    #[test]
+    fn net_lists_take_addresses_and_blocks() {
+        let list = super::NetList::parse(" 127.0.0.0/8, ::1 ,10.1.2.3").unwrap();
+        assert!(list.contains("127.9.9.9".parse().unwrap()));
+        assert!(list.contains("::1".parse().unwrap()));
+        assert!(list.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(list.contains("10.1.2.3".parse().unwrap()));
+        assert!(!list.contains("10.1.2.4".parse().unwrap()));
+        assert!(super::NetList::parse("").unwrap().0.is_empty());
+        assert!(super::NetList::parse("10.0.0.0/33").is_err());
+        assert!(super::NetList::parse("example.com").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod providers;
 pub mod service_config;
 pub mod tiers;
@@ -172,6 +173,9 @@ pub async fn start(
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let started = Instant::now();
+    // Installed before anything is measured (the migrations' backup, the
+    // first writes).
+    metrics::handle();
     // Held until the server stops: one server per data folder, and no
     // migration, restore or key rotation beneath it (see `db::lock`).
     let data_dir = &config.data.data_dir;
@@ -219,6 +223,7 @@ pub async fn start(
     let http_client = providers::http_client(Duration::from_secs(config.provider_timeout_secs));
     let state = AppState {
         db,
+        rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),
         config: Arc::new(config),
         started,
         login_throttle: Arc::default(),
@@ -238,6 +243,7 @@ pub async fn start(
         state.config.run_idle_timeout_secs,
     ));
     let dialer = tokio::spawn(campaigns::dialer::run_periodically(state.clone()));
+    let pruner = tokio::spawn(auth::rate_limit::prune_periodically(state.clone()));
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -255,6 +261,7 @@ pub async fn start(
         sweeper.abort();
         dialer.abort();
         reconciler.abort();
+        pruner.abort();
         drop(lock);
         served
     });

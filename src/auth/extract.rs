@@ -5,8 +5,9 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 
+use super::rate_limit::Resolved;
 use super::store::{self, User};
 use crate::db::DbError;
 use crate::http::error::ApiError;
@@ -23,16 +24,15 @@ pub struct AdminUser(pub CurrentUser);
 
 /// The session token from `Authorization: Bearer`, else from the cookie;
 /// the flag says whether it came from the cookie.
-fn token_of(parts: &Parts) -> Option<(String, bool)> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+pub(crate) fn token_of(headers: &HeaderMap) -> Option<(String, bool)> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| (token.trim().to_string(), false));
     }
-    parts
-        .headers
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -70,7 +70,7 @@ fn same_origin(parts: &Parts) -> bool {
 }
 
 /// Tokens are 64 hex characters; anything else is refused before any lookup.
-fn well_formed(token: &str) -> bool {
+pub(crate) fn well_formed(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -81,7 +81,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some((token, from_cookie)) = token_of(parts) else {
+        let Some((token, from_cookie)) = token_of(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "Sign in first: no session token was sent",
             ));
@@ -103,10 +103,16 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "Cross-site request refused: send it from the VoxFlow page or with a bearer token",
             ));
         }
-        let found = state
-            .db
-            .read(move |c| store::session_user(c, &token).map_err(DbError::from))
-            .await?;
+        // The rate-limit layer has usually read this session already.
+        let found = match parts.extensions.remove::<Resolved>() {
+            Some(resolved) if resolved.token == token => resolved.session,
+            _ => {
+                state
+                    .db
+                    .read(move |c| store::session_user(c, &token).map_err(DbError::from))
+                    .await?
+            }
+        };
         let Some(found) = found else {
             return Err(ApiError::unauthorized("Invalid or expired session"));
         };

@@ -1,6 +1,7 @@
 //! Accounts, passwords, sessions and roles.
 
 pub mod extract;
+pub mod rate_limit;
 pub mod routes;
 pub mod store;
 pub mod throttle;

@@ -229,6 +229,27 @@ async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
+    let answer = check_login(&state, &client, &headers, body).await;
+    let outcome = match &answer {
+        Ok(_) => "success",
+        Err(e) => match e.code {
+            "INVALID_CREDENTIALS" => "failure",
+            "RATE_LIMITED" => "throttled",
+            "ACCOUNT_DEACTIVATED" => "deactivated",
+            "SERVER_BUSY" => "busy",
+            _ => "error",
+        },
+    };
+    metrics::counter!("voxflow_logins_total", "outcome" => outcome).increment(1);
+    answer
+}
+
+async fn check_login(
+    state: &AppState,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    body: LoginBody,
+) -> ApiResult<Response> {
     // An address that cannot be an account still goes through the same
     // throttle and hash, so its answer looks like any other wrong login.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.trim().to_lowercase());
@@ -247,7 +268,7 @@ async fn login(
     // Passwords past the policy's length are refused without hashing them
     // in full, but only after the same work as any other attempt.
     let password: String = body.password.chars().take(1024).collect();
-    let valid = throttled_verify(&state, &email, &client.ip, password, stored).await?;
+    let valid = throttled_verify(state, &email, &client.ip, password, stored).await?;
     let Some(user) = user.filter(|_| valid) else {
         return Err(ApiError::unauthorized(BAD_LOGIN).with_code("INVALID_CREDENTIALS"));
     };
@@ -257,7 +278,7 @@ async fn login(
             "This account has been deactivated",
         ));
     }
-    start_session(&state, user, &client, &headers, StatusCode::OK).await
+    start_session(state, user, client, headers, StatusCode::OK).await
 }
 
 async fn logout(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {

@@ -228,6 +228,7 @@ pub fn create_session(
 }
 
 /// The live session behind a token, with its user as of now.
+#[derive(Debug, Clone)]
 pub struct SessionUser {
     pub session_id: String,
     /// True when `last_used_at` is over a minute old and worth refreshing.

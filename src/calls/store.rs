@@ -720,6 +720,17 @@ pub fn touch(conn: &Connection, run_id: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Calls in progress by kind (`web`, `phone`), both always present: the
+/// metrics gauge reads it at every scrape.
+pub fn active_calls_by_kind(conn: &Connection) -> rusqlite::Result<[(&'static str, i64); 2]> {
+    conn.query_row(
+        "SELECT coalesce(sum(type = 'WEB_CALL'), 0), coalesce(sum(type = 'PHONE_CALL'), 0)
+         FROM agent_runs WHERE status = 'in_progress'",
+        [],
+        |r| Ok([("web", r.get(0)?), ("phone", r.get(1)?)]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

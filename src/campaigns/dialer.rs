@@ -249,6 +249,14 @@ async fn look_up_later(state: &AppState, run_id: &str) {
     }
 }
 
+/// One campaign call tried: `placed`; `unknown` (Twilio may have placed it,
+/// it is looked up); `not_placed` (nothing placed, the contact waits
+/// uncounted: an outage, Twilio's rate limit, bad credentials); `refused`
+/// (Twilio refused the number: a failed attempt).
+fn count_attempt(outcome: &'static str) {
+    metrics::counter!("voxflow_dialer_attempts_total", "outcome" => outcome).increment(1);
+}
+
 /// Places a claimed contact's call and settles what Twilio's answer means;
 /// `true` when the answer left it unknown whether the call was placed.
 async fn place(
@@ -267,8 +275,14 @@ async fn place(
     )
     .await?;
     let err = match dialed {
-        Dialed::Placed(_) => return Ok(false),
-        Dialed::Unknown(_) => return Ok(true),
+        Dialed::Placed(_) => {
+            count_attempt("placed");
+            return Ok(false);
+        }
+        Dialed::Unknown(_) => {
+            count_attempt("unknown");
+            return Ok(true);
+        }
         Dialed::NotPlaced(err) => err,
     };
     let (run_id, campaign_id) = (claim.run_id.clone(), claim.campaign_id.clone());
@@ -278,6 +292,7 @@ async fn place(
         CallError::Refused {
             status: 401 | 403, ..
         } => {
+            count_attempt("not_placed");
             state
                 .db
                 .write(move |c| {
@@ -289,6 +304,7 @@ async fn place(
         // An outage or a rate limit: the contact waits, uncounted, and the
         // account slows down.
         CallError::Unreachable | CallError::Refused { status: 429, .. } => {
+            count_attempt("not_placed");
             pacer.hold(&setup.account_sid, BACKOFF);
             state
                 .db
@@ -300,6 +316,7 @@ async fn place(
         // Twilio refused this number (21211 and the like): an attempt that
         // failed, retried while retries are left.
         _ => {
+            count_attempt("refused");
             state
                 .db
                 .write(move |c| {

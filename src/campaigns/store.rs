@@ -443,3 +443,12 @@ pub fn claim_next(
 fn stamp(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
+
+/// How many campaigns are running, for the metrics gauge.
+pub fn running_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM campaigns WHERE state = 'running'",
+        [],
+        |r| r.get(0),
+    )
+}

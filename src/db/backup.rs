@@ -24,6 +24,7 @@ pub fn backup(db: &Path, backup_dir: &Path, to: Option<&Path>) -> Result<PathBuf
                 )));
             }
             conn.execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])?;
+            migrate::record_backup(path);
             Ok(path.to_path_buf())
         }
         None => migrate::backup(&conn, backup_dir, "manual"),

@@ -136,7 +136,21 @@ pub fn backup(conn: &Connection, dir: &Path, label: &str) -> Result<PathBuf, DbE
         path = dir.join(format!("voxflow-{stamp}-{label}-{n}.db"));
     }
     conn.execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])?;
+    record_backup(&path);
     Ok(path)
+}
+
+/// Tells the metrics when a backup was written and how large it is, so an
+/// operator can alert on backups that stopped.
+pub fn record_backup(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        // u64 → f64 loses nothing below 2^53 bytes.
+        metrics::gauge!("voxflow_backup_last_size_bytes").set(meta.len() as f64);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("voxflow_backup_last_timestamp_seconds").set(now);
 }
 
 /// Applies every pending migration in one transaction, after a backup into

@@ -48,6 +48,33 @@ pub struct Db {
     path: Arc<PathBuf>,
 }
 
+/// A write waiting for the writer: counted in the queue-depth gauge from
+/// its enqueueing until it starts, or until it is dropped unrun (the
+/// writer gone), so the gauge never drifts.
+struct Queued {
+    since: std::time::Instant,
+}
+
+impl Queued {
+    fn enter() -> Queued {
+        metrics::gauge!("voxflow_db_writer_queue_depth").increment(1.0);
+        Queued {
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn leave(self) {
+        metrics::histogram!("voxflow_db_writer_wait_seconds")
+            .record(self.since.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        metrics::gauge!("voxflow_db_writer_queue_depth").decrement(1.0);
+    }
+}
+
 /// Opens a connection with the settings every VoxFlow connection shares.
 /// `busy_timeout` comes first so that the pragmas below wait instead of failing
 /// while another process holds the database.
@@ -160,14 +187,20 @@ impl Db {
     }
 
     /// Runs `f` on the writer connection. Use a transaction inside `f` when it
-    /// writes more than one statement.
+    /// writes more than one statement. The writer is the one queue every
+    /// write waits in, so its depth and each write's wait are measured.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        Self::run(&self.writer, f).await
+        let queued = Queued::enter();
+        Self::run(&self.writer, move |conn| {
+            queued.leave();
+            f(conn)
+        })
+        .await
     }
 
     /// Runs `f` on one of the read-only connections.

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod filters;
 pub mod openapi;
+pub mod ops;
 pub mod pagination;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub http_client: reqwest::Client,
     /// The campaign dialer's Twilio requests under way.
     pub dialing: Arc<crate::campaigns::dialer::InFlight>,
+    /// The request rate limits' buckets.
+    pub rate_limits: Arc<crate::auth::rate_limit::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api_keys::telephony::router())
         .merge(crate::usage::routes::router())
         .merge(crate::campaigns::routes::router())
+        .merge(crate::auth::rate_limit::router())
         .fallback(api_not_found)
         .layer(middleware::from_fn_with_state(
             JSON_BODY_LIMIT,
@@ -73,14 +77,28 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/health/liveness", get(liveness))
         .route("/health/readiness", get(readiness))
+        .route("/metrics", get(ops::metrics))
         .nest("/api", api)
         .fallback(static_ui)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        // Layers run outermost last-added first. Router layers run after
+        // routing, so the metrics and the log know the route template.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::rate_limit::limit_requests,
+        ))
         .layer(middleware::from_fn(security_headers))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        // Outside the panic guard: a panic is counted and logged as its 500.
+        .layer(middleware::from_fn(ops::track))
+        .layer(ops::access_log())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ops::request_id,
+        ))
         .with_state(state)
 }
 

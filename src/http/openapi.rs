@@ -117,6 +117,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "This description",
         Public,
     ),
+    ep(
+        "get",
+        "/metrics",
+        "health",
+        "Prometheus metrics (text format), for the addresses in VOXFLOW_METRICS_ALLOW or an admin session; 403 otherwise",
+        Public,
+    ),
+    ep(
+        "get",
+        "/api/rate-limits/status",
+        "auth",
+        "The caller's request rate limit: limit, remaining and reset (seconds)",
+        User,
+    ),
     with_body(
         ep(
             "post",

@@ -74,6 +74,25 @@ pub async fn chat(
     messages: &[ChatMessage],
     timeout_secs: u64,
 ) -> Result<Reply, LlmError> {
+    let reply = chat_uncounted(client, target, messages, timeout_secs).await;
+    let outcome = match &reply {
+        Ok(_) => "ok",
+        Err(LlmError::Timeout(_)) => "timeout",
+        Err(LlmError::Unreachable) => "unreachable",
+        Err(LlmError::Unauthorized(_) | LlmError::RateLimited) => "refused",
+        Err(LlmError::Status(_)) => "error",
+        Err(LlmError::BadReply) => "bad_reply",
+    };
+    super::count_request("llm", outcome);
+    reply
+}
+
+async fn chat_uncounted(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    messages: &[ChatMessage],
+    timeout_secs: u64,
+) -> Result<Reply, LlmError> {
     let body = json!({
         "model": target.model,
         "messages": messages,

@@ -14,6 +14,14 @@ use serde::Serialize;
 /// should fail fast even when the reply itself may take longer.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Counts one request to a provider (`twilio`, `llm`) by how it ended:
+/// `ok`, `timeout`, `unreachable`, `refused` (a 4xx: a key, a number, a
+/// rate limit), `error` (a 5xx) or `bad_reply`.
+pub fn count_request(provider: &'static str, outcome: &'static str) {
+    metrics::counter!("voxflow_provider_requests_total", "provider" => provider, "outcome" => outcome)
+        .increment(1);
+}
+
 /// The one client for every provider call: bounded in time (a request may
 /// set a longer timeout of its own), never following redirects (a redirect
 /// would carry the key to wherever it points).

@@ -175,6 +175,25 @@ async fn json_answer(
     timeout: Duration,
     max: usize,
 ) -> Result<Value, CallError> {
+    let answer = json_answer_uncounted(request, timeout, max).await;
+    let outcome = match &answer {
+        Ok(_) => "ok",
+        Err(CallError::Timeout(_)) => "timeout",
+        Err(CallError::Unreachable) => "unreachable",
+        Err(CallError::Refused { status, .. }) if *status >= 500 => "error",
+        Err(CallError::Refused { .. }) => "refused",
+        Err(CallError::BadReply | CallError::BadAccountSid) => "bad_reply",
+    };
+    super::count_request("twilio", outcome);
+    answer
+}
+
+/// Every call request goes through `json_answer`, which counts it.
+async fn json_answer_uncounted(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    max: usize,
+) -> Result<Value, CallError> {
     let mut response = request.send().await.map_err(send_error(timeout))?;
     let status = response.status();
     let body = match read_capped(&mut response, max).await {

@@ -126,7 +126,7 @@ impl LlmStub {
 }
 
 /// A server whose Groq traffic goes to `stub`, with the server's own key.
-async fn app_with(stub: &LlmStub) -> TestApp {
+pub async fn app_with(stub: &LlmStub) -> TestApp {
     let base = stub.base.clone();
     TestApp::start_with(move |c| {
         c.groq_base_url = base;

@@ -263,6 +263,7 @@ async fn a_twilio_outage_retries_the_contacts_without_failing_the_campaign() {
     let app = dialing_app(&twilio).await;
     let (t, agent) = pro_tenant(&app, "outage@example.com").await;
     let to = numbers("+141555508", 2);
+    let (_, before, _) = crate::ops::scrape(&app, None).await;
     twilio.outage(true);
     let id = create_campaign(
         &app.client,
@@ -307,6 +308,24 @@ async fn a_twilio_outage_retries_the_contacts_without_failing_the_campaign() {
         )
         .unwrap();
     assert!(not_placed >= 2, "{not_placed}");
+    // Counters only grow, and other tests share them: deltas, at least.
+    let (_, after, _) = crate::ops::scrape(&app, None).await;
+    let delta =
+        |series: &str| crate::ops::sample(&after, series) - crate::ops::sample(&before, series);
+    for (series, least) in [
+        (r#"voxflow_dialer_attempts_total{outcome="unknown"}"#, 2.0),
+        (r#"voxflow_dialer_attempts_total{outcome="placed"}"#, 2.0),
+        (
+            r#"voxflow_provider_requests_total{provider="twilio",outcome="error"}"#,
+            2.0,
+        ),
+        (
+            r#"voxflow_provider_requests_total{provider="twilio",outcome="ok"}"#,
+            2.0,
+        ),
+    ] {
+        assert!(delta(series) >= least, "{series}: {after}");
+    }
     app.stop().await;
 }
 

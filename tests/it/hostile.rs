@@ -303,7 +303,14 @@ fn integrity(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
-    let app = TestApp::start().await;
+    // Thousands of requests as one free user and one address within a
+    // minute: far past the default request limits, which are not what
+    // this sweep is about (the 429s would hide the answers it checks).
+    let app = TestApp::start_with(|c| {
+        c.rate_limit_free = 1_000_000;
+        c.rate_limit_anonymous = 1_000_000;
+    })
+    .await;
     let (token, _) = register(&app, "fuzz@example.com").await;
     let (other, _) = register(&app, "other@example.com").await;
     let agent = json!({"name": "Ann", "type": "INBOUND", "use_case": "support", "description": "You answer questions politely."});

@@ -12,6 +12,7 @@ mod hostile;
 mod http;
 mod keys;
 mod openapi;
+mod ops;
 mod phone;
 mod schema;
 mod twilio_standin;
