@@ -299,25 +299,7 @@ async fn twilio_stream(
         ));
     }
     let setup = voice_setup(&state, &owner).await?;
-    let upgrade = upgrade.map_err(|r| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "WEBSOCKET_REQUIRED",
-            format!("Open this URL as a WebSocket: {}", r.body_text()),
-        )
-    })?;
-    let greeting = run
-        .transcript
-        .first()
-        .filter(|t| t.role == "assistant" && run.transcript.len() == 1)
-        .map(|t| t.content.clone());
-    let script = {
-        let run_id = run_id.clone();
-        state
-            .db
-            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
-            .await?
-    };
+    let (upgrade, greeting, script) = opening(&state, &run_id, &run.transcript, upgrade).await?;
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |mut socket| async move {
@@ -389,6 +371,36 @@ async fn voice_setup(state: &AppState, user_id: &str) -> Result<Setup, ApiError>
     })
 }
 
+/// What both sockets need once the run is checked: the upgrade itself (a
+/// 400 for a plain GET), the greeting to speak when nothing has been said
+/// yet, and the run's script.
+async fn opening(
+    state: &AppState,
+    run_id: &str,
+    transcript: &[Turn],
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, Option<String>, store::Script), ApiError> {
+    let upgrade = upgrade.map_err(|r| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "WEBSOCKET_REQUIRED",
+            format!("Open this URL as a WebSocket: {}", r.body_text()),
+        )
+    })?;
+    let greeting = transcript
+        .first()
+        .filter(|t| t.role == "assistant" && transcript.len() == 1)
+        .map(|t| t.content.clone());
+    let script = {
+        let run_id = run_id.to_string();
+        state
+            .db
+            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
+            .await?
+    };
+    Ok((upgrade, greeting, script))
+}
+
 /// The upgrade: the caller's own web call in progress (404 for another
 /// tenant's or a missing run, 409 for a phone run or one that ended), with
 /// speech set up (400), before anything is upgraded.
@@ -408,25 +420,7 @@ async fn audio_socket(
             .await?
     };
     let setup = voice_setup(&state, &user_id).await?;
-    let upgrade = upgrade.map_err(|r| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "WEBSOCKET_REQUIRED",
-            format!("Open this URL as a WebSocket: {}", r.body_text()),
-        )
-    })?;
-    let greeting = found
-        .transcript
-        .first()
-        .filter(|t| t.role == "assistant" && found.transcript.len() == 1)
-        .map(|t| t.content.clone());
-    let script = {
-        let run_id = run_id.clone();
-        state
-            .db
-            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
-            .await?
-    };
+    let (upgrade, greeting, script) = opening(&state, &run_id, &found.transcript, upgrade).await?;
     let call = Arc::new(Call {
         state,
         user_id,

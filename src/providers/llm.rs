@@ -67,6 +67,36 @@ pub fn completions_url(base: &str) -> String {
     format!("{}/chat/completions", base.trim_end_matches('/'))
 }
 
+/// The error of an answer that is not a success.
+fn refused(status: reqwest::StatusCode) -> Result<(), LlmError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    Err(match status.as_u16() {
+        401 | 403 => LlmError::Unauthorized(status.as_u16()),
+        429 => LlmError::RateLimited,
+        code => LlmError::Status(code),
+    })
+}
+
+/// A `POST /chat/completions` of `body`, with the key when there is one.
+/// Replies may take longer than the client's default for provider calls.
+fn completion_request(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    body: Value,
+    timeout_secs: u64,
+) -> reqwest::RequestBuilder {
+    let request = client
+        .post(completions_url(target.base_url))
+        .timeout(Duration::from_secs(timeout_secs))
+        .json(&body);
+    match target.api_key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
+}
+
 /// Sends `messages` and returns the assistant's reply and what it used.
 pub async fn chat(
     client: &reqwest::Client,
@@ -75,7 +105,13 @@ pub async fn chat(
     timeout_secs: u64,
 ) -> Result<Reply, LlmError> {
     let reply = chat_uncounted(client, target, messages, timeout_secs).await;
-    let outcome = match &reply {
+    count(&reply);
+    reply
+}
+
+/// Counts a request by how it ended (`providers::count_request`).
+fn count<T>(result: &Result<T, LlmError>) {
+    let outcome = match result {
         Ok(_) => "ok",
         Err(LlmError::Timeout(_)) => "timeout",
         Err(LlmError::Unreachable) => "unreachable",
@@ -84,7 +120,6 @@ pub async fn chat(
         Err(LlmError::BadReply) => "bad_reply",
     };
     super::count_request("llm", outcome);
-    reply
 }
 
 async fn chat_uncounted(
@@ -93,20 +128,17 @@ async fn chat_uncounted(
     messages: &[ChatMessage],
     timeout_secs: u64,
 ) -> Result<Reply, LlmError> {
-    let body = json!({
-        "model": target.model,
-        "messages": messages,
-        "max_tokens": MAX_REPLY_TOKENS,
-        "stream": false,
-    });
-    // Replies may take longer than the client's default for provider calls.
-    let mut request = client
-        .post(completions_url(target.base_url))
-        .timeout(Duration::from_secs(timeout_secs))
-        .json(&body);
-    if let Some(key) = target.api_key {
-        request = request.bearer_auth(key);
-    }
+    let request = completion_request(
+        client,
+        target,
+        json!({
+            "model": target.model,
+            "messages": messages,
+            "max_tokens": MAX_REPLY_TOKENS,
+            "stream": false,
+        }),
+        timeout_secs,
+    );
     let send_error = |e: reqwest::Error| {
         if e.is_timeout() {
             LlmError::Timeout(timeout_secs)
@@ -115,14 +147,7 @@ async fn chat_uncounted(
         }
     };
     let mut response = request.send().await.map_err(send_error)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(match status.as_u16() {
-            401 | 403 => LlmError::Unauthorized(status.as_u16()),
-            429 => LlmError::RateLimited,
-            code => LlmError::Status(code),
-        });
-    }
+    refused(response.status())?;
     let raw = read_capped(&mut response, MAX_RESPONSE_BYTES)
         .await
         .map_err(|e| match e {
@@ -153,21 +178,32 @@ pub async fn chat_stream(
     messages: &[ChatMessage],
     timeout_secs: u64,
 ) -> Result<tokio::sync::mpsc::Receiver<Streamed>, LlmError> {
+    // Counted by how the stream opened; a break mid-stream reaches the
+    // caller as `Streamed::Failed`.
+    let opened = chat_stream_uncounted(client, target, messages, timeout_secs).await;
+    count(&opened);
+    opened
+}
+
+async fn chat_stream_uncounted(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    messages: &[ChatMessage],
+    timeout_secs: u64,
+) -> Result<tokio::sync::mpsc::Receiver<Streamed>, LlmError> {
     use futures_util::StreamExt;
-    let body = json!({
-        "model": target.model,
-        "messages": messages,
-        "max_tokens": MAX_REPLY_TOKENS,
-        "stream": true,
-        "stream_options": { "include_usage": true },
-    });
-    let mut request = client
-        .post(completions_url(target.base_url))
-        .timeout(Duration::from_secs(timeout_secs))
-        .json(&body);
-    if let Some(key) = target.api_key {
-        request = request.bearer_auth(key);
-    }
+    let request = completion_request(
+        client,
+        target,
+        json!({
+            "model": target.model,
+            "messages": messages,
+            "max_tokens": MAX_REPLY_TOKENS,
+            "stream": true,
+            "stream_options": { "include_usage": true },
+        }),
+        timeout_secs,
+    );
     let failed = move |e: reqwest::Error| {
         if e.is_timeout() {
             LlmError::Timeout(timeout_secs)
@@ -176,14 +212,7 @@ pub async fn chat_stream(
         }
     };
     let response = request.send().await.map_err(failed)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(match status.as_u16() {
-            401 | 403 => LlmError::Unauthorized(status.as_u16()),
-            429 => LlmError::RateLimited,
-            code => LlmError::Status(code),
-        });
-    }
+    refused(response.status())?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut body = response.bytes_stream();
     tokio::spawn(async move {
