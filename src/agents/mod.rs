@@ -33,15 +33,18 @@ pub struct Agent {
     pub language: Option<String>,
     /// A call is ended (and billed) when it has lasted this long.
     pub max_call_seconds: i64,
+    /// Whether Twilio records its phone calls (default off).
+    pub record_calls: bool,
 }
 
 /// The columns `agent_from_row` reads, in order, from `agents a`.
 pub const AGENT_COLUMNS: &str = "a.id, a.user_id, a.name, a.type, a.use_case, a.description, \
-     a.total_runs, a.created_at, a.first_message, a.voice, a.language, a.max_call_seconds";
+     a.total_runs, a.created_at, a.first_message, a.voice, a.language, a.max_call_seconds, \
+     a.record_calls";
 
 /// How many columns `AGENT_COLUMNS` holds: a query that selects more after
 /// them reads those from this index on.
-pub const AGENT_COLUMN_COUNT: usize = 12;
+pub const AGENT_COLUMN_COUNT: usize = 13;
 
 pub fn agent_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -57,6 +60,7 @@ pub fn agent_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Agent> {
         voice: r.get(at + 9)?,
         language: r.get(at + 10)?,
         max_call_seconds: r.get(at + 11)?,
+        record_calls: r.get(at + 12)?,
     })
 }
 
@@ -181,6 +185,7 @@ pub struct VoiceInput {
     pub voice: Option<Option<String>>,
     pub language: Option<Option<String>>,
     pub max_call_seconds: Option<i64>,
+    pub record_calls: Option<bool>,
 }
 
 impl VoiceInput {
@@ -190,6 +195,7 @@ impl VoiceInput {
         voice: Option<&str>,
         language: Option<&str>,
         max_call_seconds: Option<i64>,
+        record_calls: Option<bool>,
         errors: &mut Vec<FieldError>,
     ) -> VoiceInput {
         let text = |field: &str, raw: Option<&str>, max: usize, errors: &mut Vec<FieldError>| {
@@ -219,6 +225,7 @@ impl VoiceInput {
             voice: text("voice", voice, 100, errors),
             language: text("language", language, 20, errors),
             max_call_seconds: max,
+            record_calls,
         }
     }
 
@@ -227,6 +234,7 @@ impl VoiceInput {
             && self.voice.is_none()
             && self.language.is_none()
             && self.max_call_seconds.is_none()
+            && self.record_calls.is_none()
     }
 }
 

@@ -48,6 +48,7 @@ struct AgentBody {
     voice: Option<String>,
     language: Option<String>,
     max_call_seconds: Option<i64>,
+    record_calls: Option<bool>,
 }
 
 impl AgentBody {
@@ -58,6 +59,7 @@ impl AgentBody {
             self.voice.as_deref(),
             self.language.as_deref(),
             self.max_call_seconds,
+            self.record_calls,
             &mut errors,
         );
         AgentInput::check_with(
@@ -105,8 +107,9 @@ async fn create_agent(
             let inserted = tx.query_row(
                 &format!(
                     "INSERT INTO agents (user_id, name, type, use_case, description,
-                                         first_message, voice, language, max_call_seconds)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, 600))
+                                         first_message, voice, language, max_call_seconds,
+                                         record_calls)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, 600), coalesce(?10, 0))
                      RETURNING {}",
                     AGENT_COLUMNS.replace("a.", "")
                 ),
@@ -120,6 +123,7 @@ async fn create_agent(
                     input.voice.voice.clone().flatten(),
                     input.voice.language.clone().flatten(),
                     input.voice.max_call_seconds,
+                    input.voice.record_calls,
                 ],
                 |r| agent_from_row(r, 0),
             );
@@ -232,7 +236,8 @@ async fn update_agent(
                         first_message = CASE WHEN ?6 THEN ?7 ELSE first_message END,
                         voice = CASE WHEN ?8 THEN ?9 ELSE voice END,
                         language = CASE WHEN ?10 THEN ?11 ELSE language END,
-                        max_call_seconds = coalesce(?12, max_call_seconds)
+                        max_call_seconds = coalesce(?12, max_call_seconds),
+                        record_calls = coalesce(?13, record_calls)
                  WHERE id = ?1",
                 params![
                     id,
@@ -247,6 +252,7 @@ async fn update_agent(
                     input.voice.language.is_some(),
                     input.voice.language.clone().flatten(),
                     input.voice.max_call_seconds,
+                    input.voice.record_calls,
                 ],
             )?;
             let Some(after) = owned_agent(&tx, &user_id, &id)? else {
@@ -278,6 +284,9 @@ async fn update_agent(
             }
             if before.max_call_seconds != after.max_call_seconds {
                 changed.push("max_call_seconds");
+            }
+            if before.record_calls != after.record_calls {
+                changed.push("record_calls");
             }
             audit::record(
                 &tx,

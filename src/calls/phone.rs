@@ -222,26 +222,28 @@ pub(crate) async fn dial(
     let hook = |name| hook_url(&setup.public, name, run_id);
     let (answer_url, status_url, recording_url) =
         (hook("webhook"), hook("status"), hook("recording"));
-    // Twilio itself hangs up at the agent's time limit.
-    let time_limit = {
+    // Twilio itself hangs up at the agent's time limit, and records only
+    // when the agent says so.
+    let script = {
         let run_id = run_id.to_string();
         state
             .db
             .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
             .await?
-            .max_call_seconds
-            .to_string()
     };
-    let form = [
+    let time_limit = script.max_call_seconds.to_string();
+    let mut form = vec![
         ("To", phone_number),
         ("From", setup.from_number.as_str()),
         ("Url", answer_url.as_str()),
         ("StatusCallback", status_url.as_str()),
         ("StatusCallbackEvent", "completed"),
-        ("Record", "true"),
-        ("RecordingStatusCallback", recording_url.as_str()),
         ("TimeLimit", time_limit.as_str()),
     ];
+    if script.record_calls {
+        form.push(("Record", "true"));
+        form.push(("RecordingStatusCallback", recording_url.as_str()));
+    }
     let placed = twilio::place_call(
         &state.http_client,
         &setup.account(state),

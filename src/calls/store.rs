@@ -221,6 +221,7 @@ pub struct Script {
     pub voice: Option<String>,
     pub language: Option<String>,
     pub max_call_seconds: i64,
+    pub record_calls: bool,
 }
 
 /// Whole seconds since the run started, by the database clock.
@@ -242,9 +243,9 @@ pub fn default_greeting(agent_name: &str) -> String {
 /// `first_name`, `last_name`, `phone` and the other columns of its CSV row;
 /// any call's `phone` is the number called.
 pub fn script(conn: &Connection, run_id: &str) -> rusqlite::Result<Script> {
-    let (name, prompt, first, voice, language, max, phone, contact) = conn.query_row(
+    let (name, prompt, first, voice, language, max, record, phone, contact) = conn.query_row(
         "SELECT a.name, a.description, a.first_message, a.voice, a.language, a.max_call_seconds,
-                r.phone_number,
+                a.record_calls, r.phone_number,
                 (SELECT json_object('first_name', k.first_name, 'last_name', k.last_name,
                                     'extra', k.extra_fields)
                  FROM campaign_contacts k WHERE k.agent_run_id = r.id)
@@ -258,8 +259,9 @@ pub fn script(conn: &Connection, run_id: &str) -> rusqlite::Result<Script> {
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, i64>(5)?,
-                r.get::<_, Option<String>>(6)?,
+                r.get::<_, bool>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
             ))
         },
     )?;
@@ -296,6 +298,7 @@ pub fn script(conn: &Connection, run_id: &str) -> rusqlite::Result<Script> {
         voice,
         language,
         max_call_seconds: max,
+        record_calls: record,
     })
 }
 

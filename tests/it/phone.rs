@@ -316,6 +316,17 @@ async fn a_phone_call_runs_through_twilio_and_its_webhooks() {
     let llm = LlmStub::start().await;
     let app = app_with(&twilio.base, &llm, Some(&format!("{PUBLIC}/"))).await;
     let (t, agent) = ready_tenant(&app, "caller@example.com").await;
+    // Recording is the agent's choice, off unless asked for.
+    let (status, body) = crate::auth::call(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/agents/{agent}"),
+        Some(&t.token),
+        Some(json!({"record_calls": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["record_calls"], true);
 
     let (status, body) = start_phone(&app, &t, &agent, TO).await;
     assert_eq!(status, 200, "{body}");
@@ -566,6 +577,15 @@ async fn a_phone_call_runs_through_twilio_and_its_webhooks() {
         ("failed".into(), Some("no_answer".into()))
     );
     assert_eq!(usage_today(&app, &t.id), Some((1, 60, 0.78)));
+
+    // An agent left at the default is not recorded.
+    let quiet = create_agent(&app, &t, "Quiet").await;
+    let (status, body) = start_phone(&app, &t, &quiet, TO).await;
+    assert_eq!(status, 200, "{body}");
+    let last = twilio.seen().pop().unwrap();
+    assert_eq!(last.field("Record"), None);
+    assert_eq!(last.field("RecordingStatusCallback"), None);
+    assert_eq!(last.field("TimeLimit"), Some("600"));
     app.stop().await;
 }
 
