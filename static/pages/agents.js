@@ -9,7 +9,19 @@ function check(v) {
   if (!v.name || v.name.length > 255) errors.push({ field: "name", message: "must be 1–255 characters" });
   if (!v.use_case || v.use_case.length > 255) errors.push({ field: "use_case", message: "must be 1–255 characters" });
   if (!v.description || v.description.length < 10 || v.description.length > 5000) errors.push({ field: "description", message: "must be 10–5000 characters" });
+  if ((v.first_message || "").length > 1000) errors.push({ field: "first_message", message: "must be at most 1000 characters" });
+  const max = v.max_call_seconds;
+  if (max !== undefined && !(Number.isInteger(max) && max >= 10 && max <= 14400)) errors.push({ field: "max_call_seconds", message: "must be a whole number from 10 to 14400" });
   if (errors.length) throw Object.assign(new Error("Please correct the fields marked."), { fields: errors });
+}
+
+// The form's text values as the API takes them: the time limit a number
+// (left out when blank), recording a boolean from its checkbox.
+function voiceValues(v, form) {
+  if (v.max_call_seconds === "" || v.max_call_seconds === undefined) delete v.max_call_seconds;
+  else v.max_call_seconds = Number(v.max_call_seconds);
+  v.record_calls = form.elements.namedItem("record_calls").checked;
+  return v;
 }
 
 function agentForm(id, agent, submitText) {
@@ -20,7 +32,17 @@ function agentForm(id, agent, submitText) {
     field("Name", h("input", { name: "name", required: true, maxlength: 255, value: agent ? agent.name : "" })),
     field("Type", type),
     field("Use case", h("input", { name: "use_case", required: true, maxlength: 255, value: agent ? agent.use_case : "" })),
-    field("Prompt", h("textarea", { name: "description", required: true, maxlength: 5000 }), "What the agent is and how it speaks, 10–5000 characters."),
+    field("Prompt", h("textarea", { name: "description", required: true, maxlength: 5000 }), "What the agent is and how it speaks, 10–5000 characters. {{first_name}}, {{last_name}}, {{phone}} and a campaign's CSV columns are filled in per call."),
+    h(
+      "fieldset",
+      {},
+      h("legend", { text: "Voice" }),
+      field("First message", h("input", { name: "first_message", maxlength: 1000, value: agent && agent.first_message ? agent.first_message : "" }), "What the agent says when a call starts; empty: a greeting with its name."),
+      field("Voice", h("input", { name: "voice", maxlength: 100, value: agent && agent.voice ? agent.voice : "", placeholder: "the voice in Settings" })),
+      field("Language", h("input", { name: "language", maxlength: 20, value: agent && agent.language ? agent.language : "", placeholder: "e.g. en-US" })),
+      field("Longest call (seconds)", h("input", { name: "max_call_seconds", type: "number", min: 10, max: 14400, value: agent ? agent.max_call_seconds : 600 })),
+      field("Record phone calls", h("input", { name: "record_calls", type: "checkbox", checked: Boolean(agent && agent.record_calls) })),
+    ),
     h("button", { type: "submit", text: submitText }),
   );
   if (agent) form.elements.namedItem("description").value = agent.description;
@@ -57,7 +79,7 @@ export async function agentList(ctx) {
   }
   const form = agentForm("agent-form", null, "Create agent");
   onSubmit(form, out, async (v) => {
-    check(v);
+    check(voiceValues(v, form));
     try {
       await api("POST", "/api/agents", v);
     } catch (e) {
@@ -85,7 +107,7 @@ export async function agentEdit(ctx) {
   const out = message("agent-edit-message");
   const form = agentForm("agent-edit-form", agent, "Save changes");
   onSubmit(form, out, async (v) => {
-    check(v);
+    check(voiceValues(v, form));
     agent = (await api("PUT", `/api/agents/${agent.id}`, v)).data;
     say(out, "Saved.", true);
     document.getElementById("page-title").textContent = agent.name;
