@@ -81,6 +81,28 @@ fn numbers(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:02}")).collect()
 }
 
+/// Places a phone call to `to` through the API: `(run_id, call_sid)`.
+pub async fn place_call(app: &TestApp, who: &Tenant, agent: &str, to: &str) -> (String, String) {
+    let (status, body) = post(
+        app,
+        "/api/calls/phone/start",
+        Some(&who.token),
+        json!({"agent_id": agent, "phone_number": to}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    (
+        data["run_id"].as_str().unwrap().to_string(),
+        data["call_sid"].as_str().unwrap().to_string(),
+    )
+}
+
+/// One number from `sql` with `id` as its parameter.
+fn scalar<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str, id: &str) -> T {
+    conn.query_row(sql, [id], |r| r.get(0)).unwrap()
+}
+
 /// Posts a status callback for `run_id` to the server at `base`, signed as
 /// Twilio signs it; the answer's status.
 async fn status_callback(
@@ -508,16 +530,7 @@ async fn a_call_s_recording_plays_through_the_server_for_its_owner_only() {
     let (t, agent) = pro_tenant(&app, "recording@example.com").await;
     let (other, _) = pro_tenant(&app, "eavesdropper@example.com").await;
     twilio.script("+14155550980", &[Outcome::Live]);
-    let (status, body) = post(
-        &app,
-        "/api/calls/phone/start",
-        Some(&t.token),
-        json!({"agent_id": agent, "phone_number": "+14155550980"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
-    let sid = body["data"]["call_sid"].as_str().unwrap().to_string();
+    let (run_id, sid) = place_call(&app, &t, &agent, "+14155550980").await;
     let path = format!("/api/calls/run/{run_id}/recording");
     let fetch = |token: String| {
         let req = app.client.get(app.url(&path)).bearer_auth(token);
@@ -809,22 +822,18 @@ async fn kill_9_while_twilio_answers_dials_each_contact_exactly_once() {
         let placed = calls.iter().filter(|c| &c.to == n).count();
         assert_eq!(placed, 1, "{n} was dialled {placed} times");
     }
-    let reached: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM campaign_contacts WHERE campaign_id = ?1 AND status = 'reached'",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reached: i64 = scalar(
+        &conn,
+        "SELECT count(*) FROM campaign_contacts WHERE campaign_id = ?1 AND status = 'reached'",
+        &id,
+    );
     assert_eq!(reached, 6);
     // Each call's run holds its SID, and each was billed once.
-    let billed: i64 = conn
-        .query_row(
-            "SELECT count(DISTINCT call_sid) FROM agent_runs WHERE campaign_id = ?1 AND status = 'completed' AND groq_tokens > 0",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let billed: i64 = scalar(
+        &conn,
+        "SELECT count(DISTINCT call_sid) FROM agent_runs WHERE campaign_id = ?1 AND status = 'completed' AND groq_tokens > 0",
+        &id,
+    );
     assert_eq!(billed, 6);
     let usage: i64 = conn
         .query_row(
@@ -933,15 +942,8 @@ async fn a_status_callback_for_another_call_is_a_409_and_changes_nothing() {
     let app = dialing_app(&twilio).await;
     let (t, agent) = pro_tenant(&app, "sid@example.com").await;
     twilio.script("+14155550700", &[Outcome::Live]);
-    let (status, body) = post(
-        &app,
-        "/api/calls/phone/start",
-        Some(&t.token),
-        json!({"agent_id": agent, "phone_number": "+14155550700"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let run_id = body["data"]["run_id"].as_str().unwrap();
+    let (run_id, sid) = place_call(&app, &t, &agent, "+14155550700").await;
+    let run_id = run_id.as_str();
     let status = status_callback(
         &app.client,
         &app.base,
@@ -958,13 +960,12 @@ async fn a_status_callback_for_another_call_is_a_409_and_changes_nothing() {
     assert_eq!(run["data"]["status"], "in_progress", "{run}");
     // The right SID, but Twilio says the call goes on: a forged final
     // status ends nothing.
-    let sid = body["data"]["call_sid"].as_str().unwrap();
     let status = status_callback(
         &app.client,
         &app.base,
         run_id,
         &[
-            ("CallSid", sid),
+            ("CallSid", sid.as_str()),
             ("CallStatus", "completed"),
             ("CallDuration", "0"),
         ],

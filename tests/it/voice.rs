@@ -738,16 +738,7 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
     crate::phone::save_twilio(&app, &t).await;
     let agent = create_agent(&app, &t, "Vera").await;
     twilio.script("+14155550777", &[Outcome::Live]);
-    let (status, body) = api_post(
-        &app,
-        "/api/calls/phone/start",
-        Some(&t.token),
-        json!({"agent_id": agent, "phone_number": "+14155550777"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let run_id = body["data"]["run_id"].as_str().unwrap().to_string();
-    let call_sid = body["data"]["call_sid"].as_str().unwrap().to_string();
+    let (run_id, call_sid) = crate::dialer::place_call(&app, &t, &agent, "+14155550777").await;
 
     // Answered: with speech set up, Twilio is told to stream.
     let hook = format!("/api/calls/twilio/webhook/{run_id}");
