@@ -27,5 +27,17 @@ pub const ABANDONED: &str = "abandoned";
 /// Set by the server on calls it ended because the month's tokens ran out.
 pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
 
+/// The run's script (`store::script`), read off the async workers.
+pub(crate) async fn read_script(
+    state: &crate::http::AppState,
+    run_id: &str,
+) -> Result<store::Script, crate::http::error::ApiError> {
+    let run_id = run_id.to_string();
+    state
+        .db
+        .read(move |c| store::script(c, &run_id).map_err(Into::into))
+        .await
+}
+
 /// Set on calls the server ended at their agent's `max_call_seconds`.
 pub const MAX_DURATION: &str = "max_duration_exceeded";

@@ -224,13 +224,7 @@ pub(crate) async fn dial(
         (hook("webhook"), hook("status"), hook("recording"));
     // Twilio itself hangs up at the agent's time limit, and records only
     // when the agent says so.
-    let script = {
-        let run_id = run_id.to_string();
-        state
-            .db
-            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
-            .await?
-    };
+    let script = super::read_script(state, run_id).await?;
     let time_limit = script.max_call_seconds.to_string();
     let mut form = vec![
         ("To", phone_number),

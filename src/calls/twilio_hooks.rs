@@ -292,15 +292,10 @@ async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response
     if !hook.in_progress() {
         return Ok(hang_up(None));
     }
-    let greeting = {
-        let run_id = hook.run_id.clone();
-        state
-            .db
-            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
-            .await
-            .map_err(fault)?
-            .first_message
-    };
+    let greeting = super::read_script(&state, &hook.run_id)
+        .await
+        .map_err(fault)?
+        .first_message;
     // Twilio may ask again (a retry): the greeting is written down once.
     let turns = if hook.found.transcript.is_empty() {
         let at = db_now(&state).await?;

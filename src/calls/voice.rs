@@ -391,13 +391,7 @@ async fn opening(
         .first()
         .filter(|t| t.role == "assistant" && transcript.len() == 1)
         .map(|t| t.content.clone());
-    let script = {
-        let run_id = run_id.to_string();
-        state
-            .db
-            .read(move |c| store::script(c, &run_id).map_err(ApiError::from))
-            .await?
-    };
+    let script = super::read_script(state, run_id).await?;
     Ok((upgrade, greeting, script))
 }
 

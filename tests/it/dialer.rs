@@ -103,20 +103,21 @@ fn scalar<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str, i
     conn.query_row(sql, [id], |r| r.get(0)).unwrap()
 }
 
-/// Posts a status callback for `run_id` to the server at `base`, signed as
-/// Twilio signs it; the answer's status.
-async fn status_callback(
+/// Posts Twilio's webhook `kind` for `run_id` to the server at `base`,
+/// signed as Twilio signs it: the answer's status and body.
+pub async fn twilio_hook(
     client: &reqwest::Client,
     base: &str,
+    kind: &str,
     run_id: &str,
     params: &[(&str, &str)],
-) -> StatusCode {
-    let path = format!("/api/calls/twilio/status/{run_id}");
+) -> (StatusCode, String) {
+    let path = format!("/api/calls/twilio/{kind}/{run_id}");
     let params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    client
+    let res = client
         .post(format!("{base}{path}"))
         .header(
             "X-Twilio-Signature",
@@ -125,8 +126,18 @@ async fn status_callback(
         .form(&params)
         .send()
         .await
-        .unwrap()
-        .status()
+        .unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+/// A signed status callback for `run_id`; the answer's status.
+async fn status_callback(
+    client: &reqwest::Client,
+    base: &str,
+    run_id: &str,
+    params: &[(&str, &str)],
+) -> StatusCode {
+    twilio_hook(client, base, "status", run_id, params).await.0
 }
 
 /// Waits until `check` holds, polling every 100 ms, or panics after `limit`.
@@ -494,22 +505,14 @@ async fn a_campaign_call_greets_each_contact_with_their_own_fields() {
             |r| r.get(0),
         )
         .unwrap();
-    let hook = format!("/api/calls/twilio/webhook/{run_id}");
-    let params = vec![("CallSid".to_string(), call.sid.clone())];
-    let twiml = app
-        .client
-        .post(app.url(&hook))
-        .header(
-            "X-Twilio-Signature",
-            crate::twilio_standin::sign(&format!("{PUBLIC}{hook}"), &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, twiml) = twilio_hook(
+        &app.client,
+        &app.base,
+        "webhook",
+        &run_id,
+        &[("CallSid", call.sid.as_str())],
+    )
+    .await;
     assert!(
         twiml.contains("<Say>Hi Ann, this is Acme about Tuesday at 10.</Say>"),
         "{twiml}"
@@ -547,23 +550,18 @@ async fn a_call_s_recording_plays_through_the_server_for_its_owner_only() {
         twilio.base.replace("http://", "https://"),
         crate::phone::SID
     );
-    let hook = format!("/api/calls/twilio/recording/{run_id}");
-    let params = vec![
-        ("CallSid".to_string(), sid),
-        ("RecordingUrl".to_string(), recording),
-    ];
-    let res = app
-        .client
-        .post(app.url(&hook))
-        .header(
-            "X-Twilio-Signature",
-            crate::twilio_standin::sign(&format!("{PUBLIC}{hook}"), &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, _) = twilio_hook(
+        &app.client,
+        &app.base,
+        "recording",
+        &run_id,
+        &[
+            ("CallSid", sid.as_str()),
+            ("RecordingUrl", recording.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
     let res = fetch(t.token.clone()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "audio/mpeg");

@@ -741,22 +741,14 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
     let (run_id, call_sid) = crate::dialer::place_call(&app, &t, &agent, "+14155550777").await;
 
     // Answered: with speech set up, Twilio is told to stream.
-    let hook = format!("/api/calls/twilio/webhook/{run_id}");
-    let params = vec![("CallSid".to_string(), call_sid.clone())];
-    let twiml = app
-        .client
-        .post(app.url(&hook))
-        .header(
-            "X-Twilio-Signature",
-            sign(&format!("{PUBLIC}{hook}"), &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, twiml) = crate::dialer::twilio_hook(
+        &app.client,
+        &app.base,
+        "webhook",
+        &run_id,
+        &[("CallSid", call_sid.as_str())],
+    )
+    .await;
     let stream_url = format!("wss://voxflow.example.com/api/calls/twilio/stream/{run_id}");
     assert!(
         twiml.contains(&format!(
