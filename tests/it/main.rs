@@ -17,5 +17,6 @@ mod phone;
 mod schema;
 mod twilio_standin;
 mod ui;
+mod ui_voice;
 mod usage;
 mod voice;

@@ -20,7 +20,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     http: reqwest::Client,
     base: String,
@@ -46,6 +46,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// `None` when Chromium or chromedriver is not installed (outside CI).
     async fn start() -> Option<Browser> {
+        Browser::start_with(&[]).await
+    }
+
+    /// `start` with more Chromium flags (a fake microphone, say).
+    pub(crate) async fn start_with(extra: &[String]) -> Option<Browser> {
         if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists()
         {
             assert!(
@@ -77,16 +82,27 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+        ]
+        .map(String::from)
+        .into();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
         }}});
         let mut browser = Browser {
@@ -104,7 +120,7 @@ impl Browser {
         Some(browser)
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let url = if self.session.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -125,12 +141,12 @@ impl Browser {
         v["value"].clone()
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.call("POST", "/url", Some(json!({"url": url}))).await;
     }
 
     /// The element matching `css`, waiting for it to exist.
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let v = self
@@ -148,7 +164,7 @@ impl Browser {
         }
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
         self.call("GET", &format!("/element/{id}/text"), None)
             .await
@@ -158,7 +174,7 @@ impl Browser {
     }
 
     /// Waits until `css`'s text contains `want`; returns the text.
-    async fn wait_text(&self, css: &str, want: &str) -> String {
+    pub(crate) async fn wait_text(&self, css: &str, want: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let t = self.text(css).await;
@@ -173,7 +189,7 @@ impl Browser {
         }
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.call("POST", &format!("/element/{id}/clear"), Some(json!({})))
             .await;
@@ -185,13 +201,13 @@ impl Browser {
         .await;
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.call("POST", &format!("/element/{id}/click"), Some(json!({})))
             .await;
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub(crate) async fn script(&self, script: &str) -> Value {
         self.call(
             "POST",
             "/execute/sync",
@@ -202,7 +218,7 @@ impl Browser {
 
     /// Whether `css` matches an element a person can see: laid out (an
     /// offsetParent, or fixed), with a non-empty box.
-    async fn visible(&self, css: &str) -> bool {
+    pub(crate) async fn visible(&self, css: &str) -> bool {
         self.call(
             "POST",
             "/execute/sync",
@@ -212,7 +228,7 @@ impl Browser {
             == true
     }
 
-    async fn wait_visible(&self, css: &str) {
+    pub(crate) async fn wait_visible(&self, css: &str) {
         let deadline = Instant::now() + WAIT;
         while !self.visible(css).await {
             assert!(Instant::now() < deadline, "{css} is never visible");
@@ -221,7 +237,7 @@ impl Browser {
     }
 
     /// How many elements matching `css` a person can see.
-    async fn count_visible(&self, css: &str) -> u64 {
+    pub(crate) async fn count_visible(&self, css: &str) -> u64 {
         self.call(
             "POST",
             "/execute/sync",
@@ -232,7 +248,7 @@ impl Browser {
         .unwrap_or(0)
     }
 
-    async fn resize(&self, width: u32) {
+    pub(crate) async fn resize(&self, width: u32) {
         self.call(
             "POST",
             "/window/rect",
@@ -245,7 +261,7 @@ impl Browser {
     /// checks it as a person would see it at 1280 and 390 px (no horizontal
     /// scroll, no null/undefined printed, no serious accessibility finding)
     /// and keeps screenshots of both.
-    async fn check_page(&self, app: &TestApp, route: &str, title: &str, name: &str) {
+    pub(crate) async fn check_page(&self, app: &TestApp, route: &str, title: &str, name: &str) {
         self.goto(&app.url(&format!("/#/{route}"))).await;
         self.wait_text("#page-title", title).await;
         self.settle().await;
@@ -253,7 +269,7 @@ impl Browser {
     }
 
     /// Waits until no loading state is shown.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let deadline = Instant::now() + WAIT;
         while self.count_visible(".state.loading").await > 0 {
             assert!(Instant::now() < deadline, "the page never finished loading");
@@ -262,7 +278,7 @@ impl Browser {
     }
 
     /// The checks of `check_page` on the page as it is now.
-    async fn check_shown(&self, name: &str) {
+    pub(crate) async fn check_shown(&self, name: &str) {
         let body = self.text("body").await;
         for bad in ["null", "undefined", "[object Object]", "NaN"] {
             let word = regex_word(&body, bad);
@@ -289,7 +305,7 @@ impl Browser {
 
     /// axe-core's serious and critical findings on the page must be none.
     /// The pinned axe-core of tests/ui-deps is injected by the test only.
-    async fn axe(&self, name: &str) {
+    pub(crate) async fn axe(&self, name: &str) {
         let Some(source) = axe_source() else {
             return;
         };
@@ -311,7 +327,7 @@ impl Browser {
 
     /// Saves a screenshot when `VOXFLOW_UI_SCREENSHOTS` names a folder, for
     /// a person to look at.
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         if let Some(dir) = std::env::var_os("VOXFLOW_UI_SCREENSHOTS") {
             let b64 = self.call("GET", "/screenshot", None).await;
             let bytes = decode_base64(b64.as_str().unwrap_or_default());
@@ -358,7 +374,7 @@ fn axe_source() -> Option<String> {
 }
 
 /// Registers `email` through the page's form; the cookie signs it in.
-async fn register(browser: &Browser, app: &TestApp, email: &str) {
+pub(crate) async fn register(browser: &Browser, app: &TestApp, email: &str) {
     browser.goto(&app.url("/")).await;
     browser.click("#toggle-register").await;
     browser.wait_visible("#register-form").await;
@@ -373,7 +389,7 @@ async fn register(browser: &Browser, app: &TestApp, email: &str) {
 }
 
 /// Creates an agent through the Agents page's form and waits for it in the list.
-async fn create_agent(browser: &Browser, app: &TestApp, name: &str, prompt: &str) {
+pub(crate) async fn create_agent(browser: &Browser, app: &TestApp, name: &str, prompt: &str) {
     browser.goto(&app.url("/#/agents")).await;
     browser.wait_visible("#agent-form").await;
     browser

@@ -31,7 +31,7 @@ const DEEPGRAM_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
 const BYTES_PER_SEC: usize = 32_000;
 
 #[derive(Default)]
-struct SpeechState {
+pub(crate) struct SpeechState {
     /// What the caller will be heard saying, utterance by utterance.
     script: Mutex<VecDeque<String>>,
     /// Audio bytes that make an utterance.
@@ -40,12 +40,12 @@ struct SpeechState {
     ms_per_word: AtomicUsize,
     spoken_texts: Mutex<Vec<String>>,
     listen_queries: Mutex<Vec<String>>,
-    audio_received: AtomicUsize,
+    pub(crate) audio_received: AtomicUsize,
 }
 
-struct SpeechStandIn {
+pub(crate) struct SpeechStandIn {
     base: String,
-    state: Arc<SpeechState>,
+    pub(crate) state: Arc<SpeechState>,
 }
 
 async fn listen(
@@ -162,7 +162,7 @@ async fn speak(
 }
 
 impl SpeechStandIn {
-    async fn start(utterance_secs: f64, ms_per_word: usize) -> SpeechStandIn {
+    pub(crate) async fn start(utterance_secs: f64, ms_per_word: usize) -> SpeechStandIn {
         let state = Arc::new(SpeechState::default());
         state.utterance_bytes.store(
             (utterance_secs * BYTES_PER_SEC as f64) as usize,
@@ -182,7 +182,7 @@ impl SpeechStandIn {
         }
     }
 
-    fn script(&self, utterances: &[&str]) {
+    pub(crate) fn script(&self, utterances: &[&str]) {
         *self.state.script.lock().unwrap() = utterances.iter().map(|s| s.to_string()).collect();
     }
 }
@@ -205,7 +205,7 @@ async fn streamed_completions(
     ([("content-type", "text/event-stream")], sse).into_response()
 }
 
-async fn streaming_llm(reply: &str) -> String {
+pub(crate) async fn streaming_llm(reply: &str) -> String {
     let app = Router::new()
         .route("/v1/chat/completions", post(streamed_completions))
         .with_state(Arc::new(reply.to_string()));
@@ -215,7 +215,7 @@ async fn streaming_llm(reply: &str) -> String {
     format!("http://{addr}/v1")
 }
 
-async fn voice_app(speech: &SpeechStandIn, llm_base: &str) -> TestApp {
+pub(crate) async fn voice_app(speech: &SpeechStandIn, llm_base: &str) -> TestApp {
     let (speech, llm) = (speech.base.clone(), llm_base.to_string());
     TestApp::start_with(move |c| {
         c.deepgram_base_url = speech;
@@ -263,7 +263,7 @@ async fn connect(app: &TestApp, token: &str, run_id: &str) -> Result<Socket, u16
 /// 16-bit PCM, cut or padded with silence to exactly `secs` (the length the
 /// speech stand-in takes for one utterance: more would be heard as the
 /// caller speaking again). Without them (outside CI) a tone stands in.
-fn utterance(text: &str, secs: f64) -> Vec<u8> {
+pub(crate) fn utterance(text: &str, secs: f64) -> Vec<u8> {
     let synthesised = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
