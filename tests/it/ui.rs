@@ -541,7 +541,15 @@ async fn a_tenant_walks_every_page_in_the_browser() {
     // A web call; an LLM failure takes the message back out of the chat.
     browser.goto(&app.url("/#/talk")).await;
     browser.wait_text("#page-title", "Talk").await;
-    browser.click("#call-start").await;
+    // Without speech providers the microphone button says why, and the
+    // call goes on typed.
+    browser.click("#call-voice").await;
+    browser
+        .wait_text(
+            "#call-mic-message",
+            "Voice is not available, so this call is typed: Voice calls need a Deepgram key",
+        )
+        .await;
     browser
         .wait_text("#chat", "How can I help you today?")
         .await;
