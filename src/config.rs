@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::crypto::secret::Secret;
 use crate::providers::llm_prices::PriceTable;
+use crate::providers::openai_speech::SpeechFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Registration {
@@ -125,6 +126,40 @@ pub struct Config {
         default_value = "https://api.deepgram.com"
     )]
     pub deepgram_base_url: String,
+
+    /// The OpenAI-compatible speech-to-text server of tenants whose
+    /// `stt_provider` is `openai_compatible` (faster-whisper-server,
+    /// speaches: `http://127.0.0.1:8000/v1`). It must be among
+    /// VOXFLOW_LLM_ALLOWED_URLS when that is set.
+    #[arg(long, env = "VOXFLOW_SPEECH_STT_BASE_URL")]
+    pub speech_stt_base_url: Option<String>,
+
+    /// The OpenAI-compatible text-to-speech server of tenants whose
+    /// `tts_provider` is `openai_compatible` (Kokoro-FastAPI, speaches:
+    /// `http://127.0.0.1:8880/v1`). It must be among
+    /// VOXFLOW_LLM_ALLOWED_URLS when that is set.
+    #[arg(long, env = "VOXFLOW_SPEECH_TTS_BASE_URL")]
+    pub speech_tts_base_url: Option<String>,
+
+    /// The key of those speech servers (sent as `Bearer`), when they want one.
+    #[arg(long, env = "VOXFLOW_SPEECH_API_KEY", hide_env_values = true)]
+    pub speech_api_key: Option<Secret>,
+
+    /// The `model` asked of the text-to-speech server (`kokoro` for
+    /// Kokoro-FastAPI; speaches wants the model's id); the tenant's
+    /// `tts_voice` is the voice.
+    #[arg(long, env = "VOXFLOW_SPEECH_TTS_MODEL", default_value = "kokoro")]
+    pub speech_tts_model: String,
+
+    /// The `response_format` asked of the text-to-speech server: `pcm`
+    /// (24 kHz, as OpenAI defines it) or `wav` (for voices at another rate).
+    #[arg(
+        long,
+        env = "VOXFLOW_SPEECH_TTS_FORMAT",
+        value_enum,
+        default_value = "pcm"
+    )]
+    pub speech_tts_format: SpeechFormat,
 
     /// Where Twilio's REST API lives (a stand-in for an air-gapped install).
     #[arg(
@@ -324,6 +359,11 @@ impl Config {
             twilio_from_number: None,
             groq_base_url: "https://api.groq.com/openai/v1".into(),
             deepgram_base_url: "https://api.deepgram.com".into(),
+            speech_stt_base_url: None,
+            speech_tts_base_url: None,
+            speech_api_key: None,
+            speech_tts_model: "kokoro".into(),
+            speech_tts_format: SpeechFormat::Pcm,
             twilio_base_url: "https://api.twilio.com".into(),
             public_url: None,
             provider_timeout_secs: 10,

@@ -38,9 +38,11 @@ use crate::auth::extract::CurrentUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiPath;
 use crate::http::AppState;
-use crate::providers::deepgram::{self, Heard, ListenParams};
+use crate::providers::deepgram::{self, ListenParams};
 use crate::providers::llm::Streamed;
-use crate::service_config;
+use crate::providers::openai_speech::{self, CallAudio};
+use crate::providers::speech::{Heard, Listening, SpeechError};
+use crate::service_config::{self, SPEECH_DEEPGRAM, SPEECH_OPENAI_COMPATIBLE};
 
 /// The sample rate of a browser call's audio both ways.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -80,6 +82,18 @@ impl AudioFormat {
 
     fn bytes_per_ms(self) -> usize {
         self.sample_rate as usize / 1000 * self.bytes_per_sample()
+    }
+
+    fn call_audio(self) -> CallAudio {
+        if self.encoding == "mulaw" {
+            CallAudio::Mulaw {
+                rate: self.sample_rate,
+            }
+        } else {
+            CallAudio::Linear16 {
+                rate: self.sample_rate,
+            }
+        }
     }
 }
 
@@ -339,9 +353,78 @@ async fn twilio_stream(
 /// What a voice call needs from the tenant's setup.
 struct Setup {
     plan: LlmPlan,
-    deepgram_key: String,
+    stt: SpeechServer,
+    tts: SpeechServer,
     stt_model: String,
     tts_voice: String,
+}
+
+/// Where the caller's speech becomes text, or the agent's text speech.
+#[derive(Clone)]
+enum SpeechServer {
+    Deepgram {
+        key: String,
+    },
+    /// The operator's OpenAI-compatible speech server.
+    OpenAi(openai_speech::Server),
+}
+
+impl SpeechServer {
+    /// The provider's name, as the service configuration has it.
+    fn name(&self) -> &'static str {
+        match self {
+            SpeechServer::Deepgram { .. } => SPEECH_DEEPGRAM,
+            SpeechServer::OpenAi(_) => SPEECH_OPENAI_COMPATIBLE,
+        }
+    }
+}
+
+/// One side's speech server: Deepgram with the tenant's key (or the
+/// server's), or the operator's OpenAI-compatible server, whose URL must
+/// pass the same allow-list as a tenant's LLM server.
+fn speech_server(
+    state: &AppState,
+    provider: &str,
+    deepgram_key: Option<&str>,
+    base_url: Option<&str>,
+    env: &str,
+) -> Result<SpeechServer, ApiError> {
+    match provider {
+        SPEECH_DEEPGRAM => match deepgram_key {
+            Some(key) => Ok(SpeechServer::Deepgram { key: key.to_string() }),
+            None => Err(setup_required(
+                "Voice calls through Deepgram need a Deepgram key: save one under API keys (or ask the administrator to set DEEPGRAM_API_KEY)",
+            )),
+        },
+        SPEECH_OPENAI_COMPATIBLE => {
+            let Some(base_url) = base_url
+                .map(|b| b.trim().trim_end_matches('/'))
+                .filter(|b| !b.is_empty())
+            else {
+                return Err(setup_required(&format!(
+                    "The openai_compatible speech provider needs the administrator to set {env}"
+                )));
+            };
+            if !state.config.llm_url_allowed(base_url) {
+                return Err(setup_required(&format!(
+                    "The speech server {env} is not among the servers this installation allows (VOXFLOW_LLM_ALLOWED_URLS)"
+                )));
+            }
+            Ok(SpeechServer::OpenAi(openai_speech::Server {
+                base_url: base_url.to_string(),
+                key: state
+                    .config
+                    .speech_api_key
+                    .as_ref()
+                    .and_then(|k| k.non_blank())
+                    .map(str::to_string),
+                timeout: Duration::from_secs(state.config.provider_timeout_secs),
+            }))
+        }
+        other => Err(setup_required(&format!(
+            "The speech provider {other:?} is not supported: choose deepgram or openai_compatible in the service configuration"
+        ))),
+    }
 }
 
 async fn voice_setup(state: &AppState, user_id: &str) -> Result<Setup, ApiError> {
@@ -352,20 +435,34 @@ async fn voice_setup(state: &AppState, user_id: &str) -> Result<Setup, ApiError>
             .read(move |c| service_config::load(c, &user_id).map_err(ApiError::from))
             .await?
     };
-    if config.stt_provider != "deepgram" || config.tts_provider != "deepgram" {
-        return Err(setup_required(
-            "Voice calls need Deepgram for speech: set stt_provider and tts_provider to deepgram in the service configuration",
-        ));
-    }
     let plan = plan_llm(state, user_id, &config).await?;
-    let Some(key) = api_keys::resolve(state, user_id, Provider::Deepgram).await? else {
-        return Err(setup_required(
-            "Voice calls need a Deepgram key: save one under API keys (or ask the administrator to set DEEPGRAM_API_KEY)",
-        ));
-    };
+    let deepgram_key =
+        if config.stt_provider == SPEECH_DEEPGRAM || config.tts_provider == SPEECH_DEEPGRAM {
+            api_keys::resolve(state, user_id, Provider::Deepgram)
+                .await?
+                .map(|k| k.secret)
+        } else {
+            None
+        };
+    let speech = &state.config;
+    let stt = speech_server(
+        state,
+        &config.stt_provider,
+        deepgram_key.as_deref(),
+        speech.speech_stt_base_url.as_deref(),
+        "VOXFLOW_SPEECH_STT_BASE_URL",
+    )?;
+    let tts = speech_server(
+        state,
+        &config.tts_provider,
+        deepgram_key.as_deref(),
+        speech.speech_tts_base_url.as_deref(),
+        "VOXFLOW_SPEECH_TTS_BASE_URL",
+    )?;
     Ok(Setup {
         plan,
-        deepgram_key: key.secret,
+        stt,
+        tts,
         stt_model: config.stt_model,
         tts_voice: config.tts_voice,
     })
@@ -506,6 +603,8 @@ struct Spoken {
     sent: usize,
     /// Whether the whole answer was stored already (its LLM reply is done).
     saved: bool,
+    /// Whether making its speech failed.
+    speech_failed: bool,
 }
 
 /// Speech runs at about 15 characters a second: the audio a sentence whose
@@ -627,27 +726,17 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
         .send(frame("ready", json!({ "sample_rate": format.sample_rate })))
         .await;
 
-    let listening = deepgram::listen(
-        &call.state.config.deepgram_base_url,
-        &call.setup.deepgram_key,
-        &ListenParams {
-            model: &call.setup.stt_model,
-            language: call.script.language.as_deref(),
-            encoding: format.encoding,
-            sample_rate: format.sample_rate,
-            endpointing_ms: ENDPOINTING_MS,
-        },
-        Duration::from_secs(call.state.config.provider_timeout_secs),
-    )
-    .await;
-    let (stt_audio, mut heard) = match listening {
+    let stt_name = call.setup.stt.name();
+    let (stt_audio, mut heard) = match listen(&call, format).await {
         Ok(l) => (Some(l.audio), Some(l.heard)),
         Err(e) => {
-            tracing::warn!(run_id = %call.run_id, error = %e, "Deepgram live transcription failed");
+            tracing::warn!(run_id = %call.run_id, provider = stt_name, error = %e, "live transcription failed");
             let _ = out_tx
                 .send(error_frame(
                     "PROVIDER_ERROR",
-                    &format!("The speech-to-text provider (deepgram) {e}; typed turns still work"),
+                    &format!(
+                        "The speech-to-text provider ({stt_name}) {e}; typed turns still work"
+                    ),
                 ))
                 .await;
             (None, None)
@@ -714,7 +803,7 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
             h = heard_next => {
                 let Some(h) = h else {
                     heard = None;
-                    let _ = out_tx.send(error_frame("PROVIDER_ERROR", "The speech-to-text provider (deepgram) closed the stream; typed turns still work")).await;
+                    let _ = out_tx.send(error_frame("PROVIDER_ERROR", &format!("The speech-to-text provider ({stt_name}) closed the stream; typed turns still work"))).await;
                     continue;
                 };
                 let speaking = answer.as_ref().is_some_and(Answer::speaking);
@@ -742,6 +831,11 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
                             interrupt(&call, &voice, answer.take()).await;
                             answer = Some(start_answer(&call, &voice, said, Instant::now()));
                         }
+                    }
+                    Heard::Failed(e) => {
+                        // That utterance is lost; the agent says nothing and listens on.
+                        tracing::warn!(run_id = %call.run_id, provider = stt_name, error = %e, "an utterance could not be transcribed");
+                        let _ = out_tx.send(error_frame("PROVIDER_ERROR", &format!("The speech-to-text provider ({stt_name}) {e}; say it again, or type it"))).await;
                     }
                     Heard::UtteranceEnd => {
                         if !utterance.is_empty() {
@@ -780,6 +874,69 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
     let _ = out_tx.send(Out::Close).await;
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Opens live transcription of the call's audio with the tenant's provider.
+async fn listen(call: &Call, format: AudioFormat) -> Result<Listening, SpeechError> {
+    let timeout = Duration::from_secs(call.state.config.provider_timeout_secs);
+    match &call.setup.stt {
+        SpeechServer::Deepgram { key } => {
+            let params = ListenParams {
+                model: &call.setup.stt_model,
+                language: call.script.language.as_deref(),
+                encoding: format.encoding,
+                sample_rate: format.sample_rate,
+                endpointing_ms: ENDPOINTING_MS,
+            };
+            deepgram::listen(&call.state.config.deepgram_base_url, key, &params, timeout).await
+        }
+        SpeechServer::OpenAi(server) => Ok(openai_speech::listen(
+            call.state.http_client.clone(),
+            openai_speech::ListenTarget {
+                server: server.clone(),
+                model: call.setup.stt_model.clone(),
+                language: call.script.language.clone(),
+                input: format.call_audio(),
+                endpointing: Duration::from_millis(u64::from(ENDPOINTING_MS)),
+            },
+        )),
+    }
+}
+
+/// Makes the speech of `text` in the call's audio with the tenant's
+/// provider, handed to `out` as it arrives.
+async fn synthesise(
+    state: AppState,
+    tts: SpeechServer,
+    voice: String,
+    format: AudioFormat,
+    text: String,
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<usize, SpeechError> {
+    let client = &state.http_client;
+    match tts {
+        SpeechServer::Deepgram { key } => {
+            let to = deepgram::SpeakTarget {
+                base_url: &state.config.deepgram_base_url,
+                key: &key,
+                voice: &voice,
+                encoding: format.encoding,
+                sample_rate: format.sample_rate,
+                timeout: Duration::from_secs(state.config.provider_timeout_secs),
+            };
+            deepgram::speak(client, &to, &text, &out).await
+        }
+        SpeechServer::OpenAi(server) => {
+            let to = openai_speech::SpeakTarget {
+                server,
+                model: state.config.speech_tts_model.clone(),
+                voice,
+                format: state.config.speech_tts_format,
+                output: format.call_audio(),
+            };
+            openai_speech::speak(client, &to, &text, &out).await
+        }
+    }
 }
 
 enum ClientFrame {
@@ -962,7 +1119,8 @@ fn speak_only(call: &Arc<Call>, voice: &Voice, text: String) -> Answer {
 }
 
 /// Synthesises one sentence and queues its audio in 20 ms frames;
-/// `Some(Instant)` of its first audio queued.
+/// `Some(Instant)` of its first audio queued. Once the speech of an answer
+/// failed, the rest of it is not spoken: one error, not one a sentence.
 async fn say(
     call: &Call,
     voice: &Voice,
@@ -974,30 +1132,20 @@ async fn say(
     let format = call.transport.format();
     let index = {
         let mut s = spoken.lock().ok()?;
+        if s.speech_failed {
+            return None;
+        }
         s.sentences.push((sentence.to_string(), 0, false));
         s.sentences.len() - 1
     };
-    let synth = {
-        let (client, base, key, voice_name, text) = (
-            call.state.http_client.clone(),
-            call.state.config.deepgram_base_url.clone(),
-            call.setup.deepgram_key.clone(),
-            call.tts_voice().to_string(),
-            sentence.to_string(),
-        );
-        let timeout = Duration::from_secs(call.state.config.provider_timeout_secs);
-        tokio::spawn(async move {
-            let to = deepgram::SpeakTarget {
-                base_url: &base,
-                key: &key,
-                voice: &voice_name,
-                encoding: format.encoding,
-                sample_rate: format.sample_rate,
-                timeout,
-            };
-            deepgram::speak(&client, &to, &text, &pcm_tx).await
-        })
-    };
+    let synth = tokio::spawn(synthesise(
+        call.state.clone(),
+        call.setup.tts.clone(),
+        call.tts_voice().to_string(),
+        format,
+        sentence.to_string(),
+        pcm_tx,
+    ));
     let mut first = None;
     let mut pending = Vec::new();
     let frame_bytes = OUT_FRAME_MS as usize * format.bytes_per_ms();
@@ -1040,13 +1188,17 @@ async fn say(
         }
     }
     if let Ok(Err(e)) = synth.await {
-        tracing::warn!(run_id = %call.run_id, error = %e, "Deepgram text to speech failed");
+        let name = call.setup.tts.name();
+        tracing::warn!(run_id = %call.run_id, provider = name, error = %e, "text to speech failed");
         voice
             .send(error_frame(
                 "PROVIDER_ERROR",
-                &format!("The text-to-speech provider (deepgram) {e}"),
+                &format!("The text-to-speech provider ({name}) {e}"),
             ))
             .await;
+        if let Ok(mut s) = spoken.lock() {
+            s.speech_failed = true;
+        }
     }
     first
 }

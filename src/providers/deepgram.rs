@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
 
+use super::speech::{Heard, Listening, SpeechError};
 use super::{join, run_check, KeyCheck};
 
 /// `GET {base}/v1/projects` with `Authorization: Token <key>`.
@@ -25,21 +26,6 @@ pub async fn check_key(
     run_check(request, timeout).await
 }
 
-/// Why a speech request to Deepgram failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SpeechError {
-    #[error("could not be reached")]
-    Unreachable,
-    #[error("did not answer in time")]
-    Timeout,
-    #[error("refused the request (HTTP {0})")]
-    Refused(u16),
-    #[error("sent an answer that could not be read")]
-    BadReply,
-    #[error("cannot be sent this key")]
-    Unsendable,
-}
-
 /// How live transcription is asked for (`/v1/listen`'s query).
 #[derive(Debug, Clone)]
 pub struct ListenParams<'a> {
@@ -50,22 +36,6 @@ pub struct ListenParams<'a> {
     pub sample_rate: u32,
     /// Milliseconds of silence that end an utterance (`speech_final`).
     pub endpointing_ms: u32,
-}
-
-/// What Deepgram's live transcription says.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Heard {
-    /// Someone started speaking (`SpeechStarted`, from `vad_events`).
-    SpeechStarted,
-    /// A transcript of the audio so far: interim, or final for its part
-    /// (`is_final`), and the end of an utterance (`speech_final`).
-    Transcript {
-        text: String,
-        is_final: bool,
-        speech_final: bool,
-    },
-    /// The utterance ended after interim results only (`UtteranceEnd`).
-    UtteranceEnd,
 }
 
 /// Reads one of Deepgram's live messages; `None` for the ones we do not
@@ -97,14 +67,6 @@ pub fn parse_heard(text: &str) -> Option<Heard> {
         }
         _ => None,
     }
-}
-
-/// An open live-transcription socket: audio goes in through `audio`, what
-/// Deepgram heard comes out of `heard`. Dropping `audio` sends
-/// `CloseStream` and closes the socket.
-pub struct Listening {
-    pub audio: tokio::sync::mpsc::Sender<Vec<u8>>,
-    pub heard: tokio::sync::mpsc::Receiver<Heard>,
 }
 
 /// Deepgram wants a keep-alive within 10 s of silence on the socket.
@@ -285,13 +247,7 @@ pub async fn speak(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                SpeechError::Timeout
-            } else {
-                SpeechError::Unreachable
-            }
-        })?;
+        .map_err(|e| SpeechError::from_request(&e))?;
     if !response.status().is_success() {
         return Err(SpeechError::Refused(response.status().as_u16()));
     }

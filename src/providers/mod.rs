@@ -1,9 +1,12 @@
 //! Clients for the outside services a call talks to.
 
+pub mod audio;
 pub mod deepgram;
 pub mod groq;
 pub mod llm;
 pub mod llm_prices;
+pub mod openai_speech;
+pub mod speech;
 pub mod twilio;
 
 use std::time::Duration;

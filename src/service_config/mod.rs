@@ -21,7 +21,10 @@ use crate::http::AppState;
 pub const LLM_GROQ: &str = "groq";
 pub const LLM_OPENAI_COMPATIBLE: &str = "openai_compatible";
 const LLM_PROVIDERS: [&str; 2] = [LLM_GROQ, LLM_OPENAI_COMPATIBLE];
-const SPEECH_PROVIDERS: [&str; 1] = ["deepgram"];
+pub const SPEECH_DEEPGRAM: &str = "deepgram";
+/// An OpenAI-compatible speech server the operator runs (VOXFLOW_SPEECH_*).
+pub const SPEECH_OPENAI_COMPATIBLE: &str = "openai_compatible";
+const SPEECH_PROVIDERS: [&str; 2] = [SPEECH_DEEPGRAM, SPEECH_OPENAI_COMPATIBLE];
 const MAX_URL_LEN: usize = 2048;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -238,6 +241,18 @@ async fn save_config(
                     return Err(ApiError::field(
                         "llm_base_url",
                         "is not among the LLM servers this installation allows (VOXFLOW_LLM_ALLOWED_URLS)",
+                    ));
+                }
+            }
+            let speech = [
+                ("stt_provider", &next.stt_provider, &allowed.speech_stt_base_url, "VOXFLOW_SPEECH_STT_BASE_URL"),
+                ("tts_provider", &next.tts_provider, &allowed.speech_tts_base_url, "VOXFLOW_SPEECH_TTS_BASE_URL"),
+            ];
+            for (field, provider, base, env) in speech {
+                if provider == SPEECH_OPENAI_COMPATIBLE && base.as_deref().is_none_or(|b| b.trim().is_empty()) {
+                    return Err(ApiError::field(
+                        field,
+                        format!("openai_compatible needs the speech server this installation runs, and the administrator has set none ({env})"),
                     ));
                 }
             }
