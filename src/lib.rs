@@ -20,6 +20,10 @@ pub mod service_config;
 pub mod tiers;
 pub mod usage;
 
+// For the fuzz targets in fuzz/ and the property tests only.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

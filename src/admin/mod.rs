@@ -7,4 +7,4 @@ mod analytics;
 pub mod audit;
 mod export;
 pub mod routes;
-mod users;
+pub(crate) mod users;

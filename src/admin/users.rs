@@ -122,7 +122,7 @@ async fn list_users(
 }
 
 #[derive(Deserialize)]
-struct LimitsBody {
+pub(crate) struct LimitsBody {
     max_agents: Option<i64>,
     monthly_token_quota: Option<i64>,
     subscription_tier: Option<String>,
@@ -270,7 +270,7 @@ where
 }
 
 #[derive(Deserialize)]
-struct ToggleBody {
+pub(crate) struct ToggleBody {
     is_active: bool,
 }
 

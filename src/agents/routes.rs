@@ -38,7 +38,7 @@ pub fn router() -> Router<AppState> {
 /// Fields are optional here so that every missing or bad one is reported at
 /// once, not only the first serde meets.
 #[derive(Deserialize)]
-struct AgentBody {
+pub(crate) struct AgentBody {
     name: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,

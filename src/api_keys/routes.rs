@@ -198,7 +198,7 @@ async fn status(State(state): State<AppState>, current: CurrentUser) -> ApiResul
 
 /// `{api_key}`, or for Twilio `{account_sid, auth_token, phone_number?}`.
 #[derive(Deserialize)]
-struct SaveBody {
+pub(crate) struct SaveBody {
     api_key: Option<String>,
     account_sid: Option<String>,
     auth_token: Option<String>,

@@ -69,7 +69,7 @@ async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiR
 /// A first save needs all three fields; later ones may leave out what stays.
 /// A new account SID needs its own auth token.
 #[derive(Deserialize)]
-struct TelephonyBody {
+pub(crate) struct TelephonyBody {
     account_sid: Option<String>,
     auth_token: Option<String>,
     from_phone_number: Option<String>,

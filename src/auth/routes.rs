@@ -80,7 +80,7 @@ async fn start_session(
 }
 
 #[derive(Deserialize)]
-struct RegisterBody {
+pub(crate) struct RegisterBody {
     email: String,
     password: String,
     #[serde(default)]
@@ -182,7 +182,7 @@ async fn register(
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     email: String,
     password: String,
 }
@@ -310,7 +310,7 @@ async fn me(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Re
 }
 
 #[derive(Deserialize)]
-struct ChangePasswordBody {
+pub(crate) struct ChangePasswordBody {
     current_password: String,
     new_password: String,
 }

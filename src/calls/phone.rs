@@ -33,12 +33,12 @@ pub fn router() -> Router<AppState> {
 
 /// The URL of one of a run's webhooks (`webhook`, `gather`, `status`,
 /// `recording`) under the server's public address.
-pub(super) fn hook_url(public: &str, hook: &str, run_id: &str) -> String {
+pub(crate) fn hook_url(public: &str, hook: &str, run_id: &str) -> String {
     format!("{public}/api/calls/twilio/{hook}/{run_id}")
 }
 
 #[derive(Deserialize)]
-struct PhoneStartBody {
+pub(crate) struct PhoneStartBody {
     agent_id: Option<String>,
     phone_number: Option<String>,
 }

@@ -199,7 +199,7 @@ pub(crate) async fn startable(
 }
 
 #[derive(Deserialize)]
-struct StartBody {
+pub(crate) struct StartBody {
     agent_id: Option<String>,
 }
 
@@ -255,7 +255,7 @@ async fn web_start(
 /// the server's transcript is what counts, so a client cannot put words in
 /// the agent's mouth.
 #[derive(Deserialize)]
-struct MessageBody {
+pub(crate) struct MessageBody {
     run_id: Option<String>,
     message: Option<String>,
 }
@@ -380,7 +380,7 @@ async fn web_message(
 /// `conversation_history` is ignored here too: the stored transcript is
 /// the record.
 #[derive(Deserialize)]
-struct EndBody {
+pub(crate) struct EndBody {
     run_id: Option<String>,
     disposition: Option<String>,
 }

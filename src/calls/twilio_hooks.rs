@@ -44,8 +44,12 @@ pub fn router() -> Router<AppState> {
         .route("/twilio/recording/{run_id}", post(on_recording))
 }
 
-/// `s` safe inside XML text and attribute values.
-fn xml_escape(s: &str) -> String {
+/// `s` safe inside XML text and attribute values, read back as it was:
+/// line ends and tabs as character references (a parser would turn a CR
+/// into a line feed, and both into spaces in an attribute), and characters
+/// XML 1.0 cannot carry at all (most control characters) left out, as
+/// they would make the whole TwiML unreadable to Twilio.
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -54,6 +58,10 @@ fn xml_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => {}
             c => out.push(c),
         }
     }
@@ -74,17 +82,17 @@ fn twiml(inner: &str) -> Response {
 /// on to the `<Redirect>`, which comes back to `gather` without speech and
 /// counts the silence (`silence=N`), so a quiet line is prompted again, then
 /// hung up, instead of ending the call the moment the gather times out.
-fn say_and_gather(public: &str, run_id: &str, text: &str, silences: u32) -> Response {
+pub(crate) fn say_and_gather(public: &str, run_id: &str, text: &str, silences: u32) -> Response {
     let gather = hook_url(public, "gather", run_id);
     twiml(&format!(
         "<Say>{}</Say><Gather input=\"speech\" action=\"{}\" method=\"POST\" speechTimeout=\"auto\"/><Redirect method=\"POST\">{}</Redirect>",
         xml_escape(text),
         xml_escape(&gather),
-        xml_escape(&format!("{gather}?silence={}", silences + 1)),
+        xml_escape(&format!("{gather}?silence={}", silences.saturating_add(1))),
     ))
 }
 
-fn hang_up(text: Option<&str>) -> Response {
+pub(crate) fn hang_up(text: Option<&str>) -> Response {
     match text {
         Some(t) => twiml(&format!("<Say>{}</Say><Hangup/>", xml_escape(t))),
         None => twiml("<Hangup/>"),

@@ -99,7 +99,7 @@ impl AudioFormat {
 
 /// Where a call's audio comes from and goes to.
 #[derive(Debug, Clone)]
-pub(super) enum Transport {
+pub(crate) enum Transport {
     /// This server's protocol (see the module's documentation).
     Browser,
     /// Twilio Media Streams: JSON events, audio in base64 `media` payloads.
@@ -107,7 +107,7 @@ pub(super) enum Transport {
 }
 
 /// What one incoming message means.
-enum Input {
+pub(crate) enum Input {
     Audio(Vec<u8>),
     Text(String),
     End,
@@ -123,7 +123,7 @@ impl Transport {
         }
     }
 
-    fn read(&self, msg: Message) -> Input {
+    pub(crate) fn read(&self, msg: Message) -> Input {
         match (self, msg) {
             (_, Message::Close(_)) => Input::End,
             (_, Message::Ping(_) | Message::Pong(_)) => Input::Nothing,
@@ -1205,7 +1205,7 @@ async fn say(
 
 /// Where a reply's text can be cut into a sentence to speak: after `.`,
 /// `!`, `?` or a line break followed by white space.
-fn sentence_end(text: &str) -> Option<usize> {
+pub(crate) fn sentence_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     (0..bytes.len().saturating_sub(1)).find_map(|i| {
         (matches!(bytes[i], b'.' | b'!' | b'?' | b'\n') && bytes[i + 1].is_ascii_whitespace())

@@ -205,9 +205,12 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FileError> {
         while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
             start += 1;
         }
-        line += bytes[counted_to..start]
+        // A line ends with LF, CRLF or a lone CR (which the reader takes too).
+        let gap = &bytes[counted_to..start];
+        line += gap
             .iter()
-            .filter(|b| **b == b'\n')
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && gap.get(i + 1) != Some(&b'\n')))
             .count() as u64;
         counted_to = start;
         let row = line;

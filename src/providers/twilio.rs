@@ -348,7 +348,7 @@ pub async fn fetch_recording(
 
 /// What Twilio signs: the URL it called, then every POST parameter sorted
 /// by name (equal names by value), each name directly followed by its value.
-fn signed_data(url: &str, params: &[(String, String)]) -> String {
+pub(crate) fn signed_data(url: &str, params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
     let mut data = url.to_string();

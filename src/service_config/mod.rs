@@ -97,7 +97,7 @@ async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiR
 
 /// Every field is optional: what is left out keeps its saved (or default) value.
 #[derive(Deserialize)]
-struct ConfigBody {
+pub(crate) struct ConfigBody {
     llm_provider: Option<String>,
     llm_model: Option<String>,
     /// An empty string clears it.

@@ -14,6 +14,7 @@ mod keys;
 mod openapi;
 mod ops;
 mod phone;
+mod properties;
 mod schema;
 mod twilio_standin;
 mod ui;
