@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use rusqlite::{Connection, TransactionBehavior};
@@ -449,10 +449,23 @@ async fn validate(
             json!({ "usable": usable, "source": source, "message": message }),
         );
     }
-    Ok(ok(
+    let data = json!({ "valid": missing.is_empty(), "providers": each, "missing": missing });
+    if missing.is_empty() {
+        return Ok(ok(StatusCode::OK, data));
+    }
+    // Still a 200 (the check itself worked), but `success` says what
+    // `data.valid` says: the first edition's page takes `success: true` for
+    // "the keys are valid". The envelope is the usual failure's, so a
+    // client that shows `message` on `success: false` names what is
+    // missing, and `data` is there for clients that read it.
+    let names: Vec<&str> = missing.iter().map(|p| p.display_name()).collect();
+    Ok(ApiError::new(
         StatusCode::OK,
-        json!({ "valid": missing.is_empty(), "providers": each, "missing": missing }),
-    ))
+        "KEYS_NOT_USABLE",
+        format!("Not usable now: {}", names.join(", ")),
+    )
+    .with("data", data)
+    .into_response())
 }
 
 #[cfg(test)]
