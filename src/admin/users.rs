@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use rusqlite::{types::Value as SqlValue, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Deserialize;
@@ -33,8 +33,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/users/{id}/limits", put(update_limits))
         .route("/users/{id}/toggle-status", post(toggle_status))
-        .route("/users/{id}/activate", post(activate))
-        .route("/users/{id}/deactivate", post(deactivate))
+        .route("/users/{id}/activate", status_route(true))
+        .route("/users/{id}/deactivate", status_route(false))
 }
 
 /// One of the roles of `users.role`.
@@ -540,24 +540,17 @@ async fn toggle_status(
     set_status(&state, &admin, client, id, body.is_active).await
 }
 
-/// `POST /users/{id}/activate`, the first edition's form of a toggle.
-async fn activate(
-    State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
-    client: ClientInfo,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Response> {
-    set_status(&state, &admin, client, id, true).await
-}
-
-/// `POST /users/{id}/deactivate`, likewise.
-async fn deactivate(
-    State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
-    client: ClientInfo,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Response> {
-    set_status(&state, &admin, client, id, false).await
+/// `POST /users/{id}/activate` and `/deactivate`, the first edition's
+/// form of the toggle.
+fn status_route(is_active: bool) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              AdminUser(admin): AdminUser,
+              client: ClientInfo,
+              ApiPath(id): ApiPath<Uuid>| async move {
+            set_status(&state, &admin, client, id, is_active).await
+        },
+    )
 }
 
 /// Activates or deactivates user `id` (never the acting admin), audited as

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use rusqlite::{Connection, TransactionBehavior};
@@ -453,19 +453,18 @@ async fn validate(
     if missing.is_empty() {
         return Ok(ok(StatusCode::OK, data));
     }
-    // Still a 200 (the check itself worked), but `success` says what
-    // `data.valid` says: the first edition's page takes `success: true` for
-    // "the keys are valid". The envelope is the usual failure's, so a
-    // client that shows `message` on `success: false` names what is
-    // missing, and `data` is there for clients that read it.
+    // A 422 with the usual failure's envelope, not a 200: the first
+    // edition's page takes `success: true` for "the keys are valid", and
+    // every answer of this API is a 2xx exactly when `success` is true. A
+    // client that shows `message` names what is missing; `data` is the
+    // same as on success, for clients that read `data.valid`.
     let names: Vec<&str> = missing.iter().map(|p| p.display_name()).collect();
-    Ok(ApiError::new(
-        StatusCode::OK,
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
         "KEYS_NOT_USABLE",
         format!("Not usable now: {}", names.join(", ")),
     )
-    .with("data", data)
-    .into_response())
+    .with("data", data))
 }
 
 #[cfg(test)]
