@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::crypto::secret::Secret;
+use crate::http::cors::OriginList;
 use crate::providers::llm_prices::PriceTable;
 use crate::providers::openai_speech::SpeechFormat;
 
@@ -238,6 +239,12 @@ pub struct Config {
     /// (registration, login, the OpenAPI document).
     #[arg(long, env = "VOXFLOW_RATE_LIMIT_ANONYMOUS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_anonymous: u32,
+
+    /// The web origins (`scheme://host[:port]`, comma-separated) whose pages
+    /// may call the API cross-origin, with credentials, as the first
+    /// edition's web app on its own dev server or host did. Empty: none.
+    #[arg(long, env = "VOXFLOW_CORS_ORIGINS", default_value = "", value_parser = OriginList::parse)]
+    pub cors_origins: OriginList,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -379,6 +386,7 @@ impl Config {
             rate_limit_pro: 300,
             rate_limit_enterprise: 1000,
             rate_limit_anonymous: 120,
+            cors_origins: OriginList::default(),
         }
     }
 }

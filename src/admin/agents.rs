@@ -12,7 +12,7 @@ use crate::agents::{agent_from_row, type_filter, AGENT_COLUMNS, AGENT_COLUMN_COU
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
-use crate::http::filters::{given, uuid_param, SqlFilter};
+use crate::http::filters::{given, unless_all, uuid_param, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -37,7 +37,7 @@ async fn list_agents(
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
     let mut filters = SqlFilter::default();
-    if let Some(kind) = type_filter(given(&q.kind))? {
+    if let Some(kind) = type_filter(unless_all(&q.kind))? {
         filters.add("a.type = ?", kind);
     }
     if let Some(user_id) = uuid_param("user_id", &q.user_id)? {

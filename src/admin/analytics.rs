@@ -28,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/analytics/usage", get(usage))
         .route("/analytics/revenue", get(revenue))
         .route("/analytics/system-health", get(system_health))
+        .route("/system-health", get(system_health))
+        .route("/dashboard", get(dashboard))
 }
 
 const ROLES: [&str; 3] = ["admin", "user", "enterprise"];
@@ -96,23 +98,31 @@ async fn subscription_tiers(
 }
 
 async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
-    let data = state
-        .db
-        .read(|c| {
-            let users = c.query_row(
-                "SELECT count(*), coalesce(sum(is_active), 0) FROM users",
-                [],
-                |r| Ok(json!({ "total": r.get::<_, i64>(0)?, "active": r.get::<_, i64>(1)?,
-                               "inactive": r.get::<_, i64>(0)? - r.get::<_, i64>(1)? })),
-            )?;
-            let by_tier = counts(
-                c,
-                "SELECT subscription_tier, count(*) FROM users GROUP BY subscription_tier",
-                &tier_names(),
-            )?;
-            let by_role = counts(c, "SELECT role, count(*) FROM users GROUP BY role", &ROLES)?;
-            let agents: i64 = c.query_row("SELECT count(*) FROM agents", [], |r| r.get(0))?;
-            let runs = c.query_row(
+    let data = state.db.read(|c| overview_of(c)).await?;
+    Ok(ok(StatusCode::OK, data))
+}
+
+/// The platform's figures: users by status, tier and role, agents, runs,
+/// this month's usage and MRR.
+fn overview_of(c: &Connection) -> ApiResult<Value> {
+    let users = c.query_row(
+        "SELECT count(*), coalesce(sum(is_active), 0) FROM users",
+        [],
+        |r| {
+            Ok(
+                json!({ "total": r.get::<_, i64>(0)?, "active": r.get::<_, i64>(1)?,
+                               "inactive": r.get::<_, i64>(0)? - r.get::<_, i64>(1)? }),
+            )
+        },
+    )?;
+    let by_tier = counts(
+        c,
+        "SELECT subscription_tier, count(*) FROM users GROUP BY subscription_tier",
+        &tier_names(),
+    )?;
+    let by_role = counts(c, "SELECT role, count(*) FROM users GROUP BY role", &ROLES)?;
+    let agents: i64 = c.query_row("SELECT count(*) FROM agents", [], |r| r.get(0))?;
+    let runs = c.query_row(
                 "SELECT count(*), coalesce(sum(status = 'completed'), 0),
                         coalesce(sum(status = 'in_progress'), 0), coalesce(sum(status = 'failed'), 0)
                  FROM agent_runs",
@@ -126,32 +136,29 @@ async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult
                     }))
                 },
             )?;
-            let this_month = c.query_row(
-                "SELECT round(coalesce(sum(tokens_used_this_month), 0), 2),
+    let this_month = c.query_row(
+        "SELECT round(coalesce(sum(tokens_used_this_month), 0), 2),
                         coalesce(sum(calls_this_month), 0), coalesce(sum(duration_this_month), 0)
                  FROM current_month_usage",
-                [],
-                |r| {
-                    Ok(json!({
-                        "tokens": r.get::<_, f64>(0)?,
-                        "calls": r.get::<_, i64>(1)?,
-                        "duration_seconds": r.get::<_, i64>(2)?,
-                    }))
-                },
-            )?;
-            let mut users = users;
-            users["by_tier"] = Value::Object(by_tier);
-            users["by_role"] = Value::Object(by_role);
-            Ok::<_, ApiError>(json!({
-                "users": users,
-                "agents": { "total": agents },
-                "runs": runs,
-                "this_month": this_month,
-                "mrr": dollars(mrr_cents(c)?),
+        [],
+        |r| {
+            Ok(json!({
+                "tokens": r.get::<_, f64>(0)?,
+                "calls": r.get::<_, i64>(1)?,
+                "duration_seconds": r.get::<_, i64>(2)?,
             }))
-        })
-        .await?;
-    Ok(ok(StatusCode::OK, data))
+        },
+    )?;
+    let mut users = users;
+    users["by_tier"] = Value::Object(by_tier);
+    users["by_role"] = Value::Object(by_role);
+    Ok::<_, ApiError>(json!({
+        "users": users,
+        "agents": { "total": agents },
+        "runs": runs,
+        "this_month": this_month,
+        "mrr": dollars(mrr_cents(c)?),
+    }))
 }
 
 /// The last `days` UTC days, oldest first, as a `days(day)` table to join on.
@@ -307,46 +314,101 @@ const QUICK_CHECK_MAX: i64 = 10;
 async fn system_health(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let db_path = state.db.path().to_path_buf();
     let uptime = state.started.elapsed().as_secs();
-    let mut data = state
+    let data = state
+        .db
+        .read(move |c| health_of(c, db_path, uptime))
+        .await?;
+    Ok(ok(StatusCode::OK, data))
+}
+
+/// `GET /api/admin/dashboard`, the first edition's admin home: the
+/// overview's figures and the system's health in one answer, with the
+/// headline numbers also flat.
+async fn dashboard(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
+    let db_path = state.db.path().to_path_buf();
+    let uptime = state.started.elapsed().as_secs();
+    let data = state
         .db
         .read(move |c| {
-            let mut wal = db_path.clone().into_os_string();
-            wal.push("-wal");
-            let problems = c
-                .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_MAX})"))?
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            let quick_ok = problems == ["ok"];
-            let runs_in_progress: i64 = c.query_row(
-                "SELECT count(*) FROM agent_runs WHERE status = 'in_progress'",
-                [],
-                |r| r.get(0),
-            )?;
-            let (pages, page_size, free): (i64, i64, i64) = c.query_row(
-                "SELECT (SELECT page_count FROM pragma_page_count()),
-                        (SELECT page_size FROM pragma_page_size()),
-                        (SELECT freelist_count FROM pragma_freelist_count())",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok::<_, ApiError>(json!({
-                "status": if quick_ok { "ok" } else { "degraded" },
-                "database": {
-                    "size_bytes": file_size(db_path),
-                    "wal_size_bytes": file_size(PathBuf::from(wal)),
-                    "pages": pages,
-                    "page_size": page_size,
-                    "free_pages": free,
-                    "schema_version": migrate::current_version(c)?,
-                    "expected_schema_version": migrate::latest_version(),
-                    "quick_check": if quick_ok { json!("ok") } else { json!(problems) },
-                    "sqlite_version": rusqlite::version(),
-                },
-                "runs_in_progress": runs_in_progress,
-            }))
+            let mut data = overview_of(c)?;
+            let health = health_of(c, db_path, uptime)?;
+            let users = &data["users"];
+            let flat = json!({
+                "total_users": users["total"],
+                "active_users": users["active"],
+                "total_agents": data["agents"]["total"],
+                "runs_this_month": data["this_month"]["calls"],
+                "tokens_this_month": data["this_month"]["tokens"],
+            });
+            data["users"]["by_status"] = json!({
+                "active": users["active"],
+                "inactive": users["inactive"],
+            });
+            if let (Value::Object(d), Value::Object(f)) = (&mut data, flat) {
+                d.extend(f);
+            }
+            data["system_health"] = health;
+            Ok::<_, ApiError>(data)
         })
         .await?;
-    data["uptime_seconds"] = json!(uptime);
-    data["version"] = json!(env!("CARGO_PKG_VERSION"));
     Ok(ok(StatusCode::OK, data))
+}
+
+/// The database's state, the runs in progress and the server's uptime,
+/// with the first edition's `overall_status` (`healthy` or `degraded`) and
+/// `components` (each `{status, message}`).
+fn health_of(c: &Connection, db_path: PathBuf, uptime: u64) -> ApiResult<Value> {
+    let mut wal = db_path.clone().into_os_string();
+    wal.push("-wal");
+    let problems = c
+        .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_MAX})"))?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let quick_ok = problems == ["ok"];
+    let runs_in_progress: i64 = c.query_row(
+        "SELECT count(*) FROM agent_runs WHERE status = 'in_progress'",
+        [],
+        |r| r.get(0),
+    )?;
+    let (pages, page_size, free): (i64, i64, i64) = c.query_row(
+        "SELECT (SELECT page_count FROM pragma_page_count()),
+                        (SELECT page_size FROM pragma_page_size()),
+                        (SELECT freelist_count FROM pragma_freelist_count())",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let schema = migrate::current_version(c)?;
+    let schema_ok = schema == migrate::latest_version();
+    let component = |healthy: bool, message: String| json!({ "status": if healthy { "healthy" } else { "degraded" }, "message": message });
+    let components = json!({
+        "database": component(
+            quick_ok,
+            if quick_ok { "The integrity check passed".into() } else { format!("The integrity check found: {}", problems.join("; ")) },
+        ),
+        "schema": component(
+            schema_ok,
+            format!("Schema version {schema} of {}", migrate::latest_version()),
+        ),
+        "api": component(true, format!("Up for {uptime} s, {runs_in_progress} call(s) in progress")),
+    });
+    let healthy = quick_ok && schema_ok;
+    Ok(json!({
+        "status": if quick_ok { "ok" } else { "degraded" },
+        "overall_status": if healthy { "healthy" } else { "degraded" },
+        "components": components,
+        "uptime_seconds": uptime,
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": {
+            "size_bytes": file_size(db_path),
+            "wal_size_bytes": file_size(PathBuf::from(wal)),
+            "pages": pages,
+            "page_size": page_size,
+            "free_pages": free,
+            "schema_version": schema,
+            "expected_schema_version": migrate::latest_version(),
+            "quick_check": if quick_ok { json!("ok") } else { json!(problems) },
+            "sqlite_version": rusqlite::version(),
+        },
+        "runs_in_progress": runs_in_progress,
+    }))
 }

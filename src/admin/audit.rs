@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, ClientInfo};
-use crate::http::filters::{given, uuid_param, SqlFilter};
+use crate::http::filters::{given, unless_all, uuid_param, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -103,7 +103,7 @@ async fn list(
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
     let mut filters = SqlFilter::default();
-    if let Some(action) = given(&q.action) {
+    if let Some(action) = unless_all(&q.action) {
         // Action names are verb_noun identifiers.
         if action.len() > 100 || !action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
             return Err(ApiError::field(

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use rusqlite::{types::Value as SqlValue, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Deserialize;
@@ -15,10 +15,11 @@ use super::audit::{self, Entry};
 use crate::agents::{agent_from_row, AGENT_COLUMNS};
 use crate::auth::extract::{AdminUser, CurrentUser};
 use crate::auth::store::{self, User, USER_COLUMNS};
+use crate::auth::{check_organization, normalize_email};
 use crate::calls::store::{run_from_row, RUN_COLUMNS};
-use crate::http::error::{ok, ApiError, ApiResult};
+use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
-use crate::http::filters::{given, SqlFilter};
+use crate::http::filters::{given, optional_filter, unless_all, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 use crate::tiers;
@@ -26,9 +27,14 @@ use crate::tiers;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", get(list_users))
-        .route("/users/{id}", get(user_detail).delete(delete_user))
+        .route(
+            "/users/{id}",
+            get(user_detail).put(update_user).delete(delete_user),
+        )
         .route("/users/{id}/limits", put(update_limits))
         .route("/users/{id}/toggle-status", post(toggle_status))
+        .route("/users/{id}/activate", status_route(true))
+        .route("/users/{id}/deactivate", status_route(false))
 }
 
 /// One of the roles of `users.role`.
@@ -47,9 +53,49 @@ struct UserListQuery {
     search: Option<String>,
     role: Option<String>,
     tier: Option<String>,
+    #[serde(default, deserialize_with = "optional_filter")]
     is_active: Option<bool>,
     sort_by: Option<String>,
     order: Option<String>,
+    /// The first edition's name for `tier`.
+    subscription_tier: Option<String>,
+    /// The first edition's `active` / `inactive` for `is_active`.
+    status: Option<String>,
+}
+
+impl UserListQuery {
+    /// The first edition's spellings in ours: `all` or an empty value is no
+    /// filter, `subscription_tier` is `tier`, `status` is `is_active`.
+    fn first_edition(mut self) -> ApiResult<UserListQuery> {
+        let own = |v: &Option<String>| unless_all(v).map(str::to_string);
+        self.tier = own(&self.tier).or_else(|| own(&self.subscription_tier));
+        self.role = own(&self.role);
+        self.sort_by = own(&self.sort_by);
+        self.order = own(&self.order);
+        if self.is_active.is_none() {
+            self.is_active = match unless_all(&self.status) {
+                None => None,
+                Some("active") => Some(true),
+                Some("inactive") => Some(false),
+                Some(_) => {
+                    return Err(ApiError::field("status", "must be all, active or inactive"))
+                }
+            };
+        }
+        Ok(self)
+    }
+}
+
+/// Each row with `current_usage: {agents, tokens_this_month}`, the first
+/// edition's shape of the figures beside it.
+fn with_current_usage(mut rows: Vec<Value>) -> Vec<Value> {
+    for row in &mut rows {
+        row["current_usage"] = json!({
+            "agents": row["agent_count"],
+            "tokens_this_month": row["tokens_this_month"],
+        });
+    }
+    rows
 }
 
 async fn list_users(
@@ -57,6 +103,7 @@ async fn list_users(
     _admin: AdminUser,
     ApiQuery(q): ApiQuery<UserListQuery>,
 ) -> ApiResult<Response> {
+    let q = q.first_edition()?;
     let page = Page::new(q.page, q.limit)?;
     let mut filters = SqlFilter::default();
     filters.search(given(&q.search), &["u.email", "u.organization_name"])?;
@@ -118,7 +165,235 @@ async fn list_users(
                 .map_err(ApiError::from)
         })
         .await?;
-    Ok(page.respond(rows, total))
+    Ok(page.respond(with_current_usage(rows), total))
+}
+
+/// What an admin may change on an account: all of it through
+/// `PUT /users/{id}`, the limits, tier and role through `/limits`.
+#[derive(Deserialize, Default)]
+struct UserChanges {
+    email: Option<String>,
+    organization_name: Option<String>,
+    role: Option<String>,
+    subscription_tier: Option<String>,
+    max_agents: Option<i64>,
+    monthly_token_quota: Option<i64>,
+    is_active: Option<bool>,
+    /// Refused, not ignored: a password is its owner's to change, and an
+    /// admin who sent one must not believe it was set.
+    password: Option<Value>,
+}
+
+/// `UserChanges` checked: every value valid, nothing refused for the actor.
+struct Checked {
+    email: Option<String>,
+    /// `Some(None)` clears the organization (an empty string was sent).
+    organization: Option<Option<String>>,
+    role: Option<String>,
+    tier: Option<&'static tiers::Tier>,
+    max_agents: Option<i64>,
+    quota: Option<i64>,
+    is_active: Option<bool>,
+}
+
+impl UserChanges {
+    /// Checks every field at once (a 400 naming each bad one), then what
+    /// the acting admin may not do to their own account.
+    fn check(self, admin_id: &str, target_id: &str) -> ApiResult<Checked> {
+        let mut errors = Vec::new();
+        let mut bad = |field: &str, message: &str| {
+            errors.push(FieldError {
+                field: field.into(),
+                message: message.into(),
+            })
+        };
+        if self.password.is_some() {
+            bad("password", "cannot be set by an admin; the user changes it");
+        }
+        let email = self
+            .email
+            .as_deref()
+            .and_then(|e| normalize_email(e).map_err(|m| bad("email", m)).ok());
+        let organization = self.organization_name.as_deref().map(|o| {
+            check_organization(Some(o))
+                .map_err(|m| bad("organization_name", m))
+                .unwrap_or_default()
+        });
+        let role = self.role.as_deref().and_then(|r| {
+            check_role("role", r)
+                .map_err(|e| bad("role", &e.errors[0].message))
+                .ok()
+                .map(str::to_string)
+        });
+        let tier = self.subscription_tier.as_deref().and_then(|t| {
+            let found = tiers::tier(t);
+            if found.is_none() {
+                bad("subscription_tier", "must be free, pro or enterprise");
+            }
+            found
+        });
+        if self.max_agents.is_some_and(|m| !(0..=1000).contains(&m)) {
+            bad("max_agents", "must be between 0 and 1000");
+        }
+        if self
+            .monthly_token_quota
+            .is_some_and(|q| !(0..=10_000_000).contains(&q))
+        {
+            bad("monthly_token_quota", "must be between 0 and 10000000");
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::fields(errors));
+        }
+        if admin_id == target_id {
+            if role.as_deref().is_some_and(|r| r != "admin") {
+                return Err(ApiError::bad_request(
+                    "SELF_DEMOTION",
+                    "You cannot remove your own admin role",
+                ));
+            }
+            if self.is_active == Some(false) {
+                return Err(self_status());
+            }
+        }
+        Ok(Checked {
+            email,
+            organization,
+            role,
+            tier,
+            max_agents: self.max_agents,
+            quota: self.monthly_token_quota,
+            is_active: self.is_active,
+        })
+    }
+}
+
+fn self_status() -> ApiError {
+    ApiError::bad_request("SELF_ACTION", "You cannot change your own account's status")
+}
+
+/// Refuses a change that would leave no active admin: checked in the
+/// writer's transaction, so two admins demoting each other at once cannot
+/// both succeed.
+fn keeps_an_admin(
+    tx: &Transaction<'_>,
+    before: &User,
+    role: Option<&str>,
+    is_active: Option<bool>,
+) -> ApiResult<()> {
+    let was_admin = before.role == "admin" && before.is_active;
+    let stays_admin =
+        role.unwrap_or(&before.role) == "admin" && is_active.unwrap_or(before.is_active);
+    if !was_admin || stays_admin {
+        return Ok(());
+    }
+    let others: i64 = tx.query_row(
+        "SELECT count(*) FROM users WHERE role = 'admin' AND is_active = 1 AND id <> ?1",
+        [&before.id],
+        |r| r.get(0),
+    )?;
+    if others == 0 {
+        return Err(ApiError::conflict(
+            "LAST_ADMIN",
+            "This is the last active admin: make another admin first",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies checked changes to `before` and records them: `action` with the
+/// values before and the changes, `update_user_subscription` for a new
+/// tier and `toggle_user_status` for a new status (the first edition's
+/// reports count those). A tier change brings that tier's limits (api.md),
+/// else an admin who moves a user to pro leaves them at the free plan's two
+/// agents; a limit given in the same request is the admin's choice and
+/// wins. Deactivation ends the user's sessions.
+fn apply(
+    tx: &Transaction<'_>,
+    before: &User,
+    c: &Checked,
+    action: &str,
+    audit: &dyn Fn(&str, Value) -> rusqlite::Result<()>,
+) -> ApiResult<()> {
+    keeps_an_admin(tx, before, c.role.as_deref(), c.is_active)?;
+    if let Some(email) = c.email.as_deref().filter(|e| *e != before.email) {
+        if store::user_id_by_email(tx, email)?.is_some() {
+            return Err(ApiError::conflict(
+                "EMAIL_TAKEN",
+                "An account with this email already exists",
+            ));
+        }
+    }
+    let new_tier = c.tier.filter(|t| t.name != before.subscription_tier);
+    let max_agents = c.max_agents.or(new_tier.map(|t| t.max_agents));
+    let quota = c.quota.or(new_tier.map(|t| t.monthly_token_quota));
+    tx.execute(
+        "UPDATE users SET max_agents = coalesce(?2, max_agents),
+                monthly_token_quota = coalesce(?3, monthly_token_quota),
+                subscription_tier = coalesce(?4, subscription_tier),
+                role = coalesce(?5, role),
+                email = coalesce(?6, email),
+                organization_name = CASE WHEN ?7 THEN ?8 ELSE organization_name END
+         WHERE id = ?1",
+        rusqlite::params![
+            before.id,
+            max_agents,
+            quota,
+            c.tier.map(|t| t.name),
+            c.role,
+            c.email,
+            c.organization.is_some(),
+            c.organization.clone().flatten(),
+        ],
+    )?;
+    if let Some(t) = new_tier {
+        tx.execute(
+            "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
+                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE user_id = ?1",
+            rusqlite::params![before.id, t.name, t.monthly_price],
+        )?;
+        audit(
+            "update_user_subscription",
+            json!({ "from": before.subscription_tier, "to": t.name }),
+        )?;
+    }
+    if let Some(active) = c.is_active.filter(|a| *a != before.is_active) {
+        set_active(tx, before, active, audit)?;
+    }
+    // Only what the request touched, so a limits change reads as before.
+    let mut was = serde_json::Map::new();
+    let mut changes = serde_json::Map::new();
+    let mut note = |key: &str, old: Value, new: Value| {
+        was.insert(key.into(), old);
+        changes.insert(key.into(), new);
+    };
+    note("max_agents", json!(before.max_agents), json!(max_agents));
+    note(
+        "monthly_token_quota",
+        json!(before.monthly_token_quota),
+        json!(quota),
+    );
+    note(
+        "subscription_tier",
+        json!(before.subscription_tier),
+        json!(c.tier.map(|t| t.name)),
+    );
+    note("role", json!(before.role), json!(c.role));
+    if c.email.is_some() {
+        note("email", json!(before.email), json!(c.email));
+    }
+    if let Some(org) = &c.organization {
+        note(
+            "organization_name",
+            json!(before.organization_name),
+            json!(org),
+        );
+    }
+    if c.is_active.is_some() {
+        note("is_active", json!(before.is_active), json!(c.is_active));
+    }
+    audit(action, json!({ "before": was, "changes": changes }))?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -137,37 +412,9 @@ async fn update_limits(
     ApiJson(body): ApiJson<LimitsBody>,
 ) -> ApiResult<Response> {
     let id = id.to_string();
-    if let Some(m) = body.max_agents {
-        if !(0..=1000).contains(&m) {
-            return Err(ApiError::field("max_agents", "must be between 0 and 1000"));
-        }
-    }
-    if let Some(q) = body.monthly_token_quota {
-        if !(0..=10_000_000).contains(&q) {
-            return Err(ApiError::field(
-                "monthly_token_quota",
-                "must be between 0 and 10000000",
-            ));
-        }
-    }
-    let tier = match body.subscription_tier.as_deref() {
-        Some(t) => Some(tiers::tier(t).ok_or_else(|| {
-            ApiError::field("subscription_tier", "must be free, pro or enterprise")
-        })?),
-        None => None,
-    };
-    if let Some(r) = body.role.as_deref() {
-        check_role("role", r)?;
-        if id == admin.user.id && r != "admin" {
-            return Err(ApiError::bad_request(
-                "SELF_DEMOTION",
-                "You cannot remove your own admin role",
-            ));
-        }
-    }
     if body.max_agents.is_none()
         && body.monthly_token_quota.is_none()
-        && tier.is_none()
+        && body.subscription_tier.is_none()
         && body.role.is_none()
     {
         return Err(ApiError::bad_request(
@@ -175,47 +422,56 @@ async fn update_limits(
             "Give at least one of max_agents, monthly_token_quota, subscription_tier, role",
         ));
     }
+    let checked = UserChanges {
+        max_agents: body.max_agents,
+        monthly_token_quota: body.monthly_token_quota,
+        subscription_tier: body.subscription_tier,
+        role: body.role,
+        ..UserChanges::default()
+    }
+    .check(&admin.user.id, &id)?;
     let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
-        // A tier change brings that tier's limits (api.md), else an admin who
-        // moves a user to pro leaves them at the free plan's two agents; a
-        // limit given in the same request is the admin's choice and wins.
-        let new_tier = tier.filter(|t| t.name != before.subscription_tier);
-        let max_agents = body.max_agents.or(new_tier.map(|t| t.max_agents));
-        let quota = body
-            .monthly_token_quota
-            .or(new_tier.map(|t| t.monthly_token_quota));
-        tx.execute(
-            "UPDATE users SET max_agents = coalesce(?2, max_agents),
-                    monthly_token_quota = coalesce(?3, monthly_token_quota),
-                    subscription_tier = coalesce(?4, subscription_tier),
-                    role = coalesce(?5, role)
-             WHERE id = ?1",
-            rusqlite::params![before.id, max_agents, quota, tier.map(|t| t.name), body.role],
-        )?;
-        if let Some(t) = new_tier {
-            tx.execute(
-                "UPDATE subscriptions SET plan = ?2, monthly_price = ?3, status = 'active',
-                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE user_id = ?1",
-                rusqlite::params![before.id, t.name, t.monthly_price],
-            )?;
-            audit(
-                "update_user_subscription",
-                json!({ "from": before.subscription_tier, "to": t.name }),
-            )?;
-        }
-        audit(
-            "update_user_limits",
-            json!({
-                "before": { "max_agents": before.max_agents, "monthly_token_quota": before.monthly_token_quota,
-                            "subscription_tier": before.subscription_tier, "role": before.role },
-                "changes": { "max_agents": max_agents, "monthly_token_quota": quota,
-                             "subscription_tier": tier.map(|t| t.name), "role": body.role },
-            }),
-        )?;
-        Ok(())
+        apply(tx, before, &checked, "update_user_limits", audit)
     })
     .await?;
+    Ok(ok(StatusCode::OK, user))
+}
+
+/// `PUT /users/{id}`, the first edition's edit form: email, organization,
+/// role, tier, limits and status in one request, each checked as the
+/// narrower endpoints check it (an email taken by another account is a
+/// 409), audited as `update_user`.
+async fn update_user(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UserChanges>,
+) -> ApiResult<Response> {
+    let id = id.to_string();
+    let checked = body.check(&admin.user.id, &id)?;
+    let nothing = checked.email.is_none()
+        && checked.organization.is_none()
+        && checked.role.is_none()
+        && checked.tier.is_none()
+        && checked.max_agents.is_none()
+        && checked.quota.is_none()
+        && checked.is_active.is_none();
+    if nothing {
+        return Err(ApiError::bad_request(
+            "VALIDATION_ERROR",
+            "Give at least one of email, organization_name, role, subscription_tier, max_agents, monthly_token_quota, is_active",
+        ));
+    }
+    let deactivating = checked.is_active == Some(false);
+    let target = id.clone();
+    let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
+        apply(tx, before, &checked, "update_user", audit)
+    })
+    .await?;
+    if deactivating {
+        settle_deactivated(&state, &target).await;
+    }
     Ok(ok(StatusCode::OK, user))
 }
 
@@ -281,41 +537,80 @@ async fn toggle_status(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ToggleBody>,
 ) -> ApiResult<Response> {
+    set_status(&state, &admin, client, id, body.is_active).await
+}
+
+/// `POST /users/{id}/activate` and `/deactivate`, the first edition's
+/// form of the toggle.
+fn status_route(is_active: bool) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              AdminUser(admin): AdminUser,
+              client: ClientInfo,
+              ApiPath(id): ApiPath<Uuid>| async move {
+            set_status(&state, &admin, client, id, is_active).await
+        },
+    )
+}
+
+/// Activates or deactivates user `id` (never the acting admin), audited as
+/// `toggle_user_status` even when the status was already so, as the
+/// toggle always was. Not the last active admin.
+async fn set_status(
+    state: &AppState,
+    admin: &CurrentUser,
+    client: ClientInfo,
+    id: Uuid,
+    is_active: bool,
+) -> ApiResult<Response> {
     let id = id.to_string();
     if id == admin.user.id {
-        return Err(ApiError::bad_request(
-            "SELF_ACTION",
-            "You cannot change your own account's status",
-        ));
+        return Err(self_status());
     }
     let target = id.clone();
-    let user = change_user(&state, &admin, client, id, move |tx, before, audit| {
-        tx.execute(
-            "UPDATE users SET is_active = ?2 WHERE id = ?1",
-            rusqlite::params![before.id, body.is_active],
-        )?;
-        let ended = if body.is_active {
-            0
-        } else {
-            store::delete_sessions_of(tx, &before.id)?
-        };
-        audit(
-            "toggle_user_status",
-            json!({ "from": before.is_active, "to": body.is_active, "sessions_ended": ended }),
-        )?;
-        Ok(())
+    let user = change_user(state, admin, client, id, move |tx, before, audit| {
+        keeps_an_admin(tx, before, None, Some(is_active))?;
+        set_active(tx, before, is_active, audit)
     })
     .await?;
-    if !body.is_active {
-        // The dialer claims no contact of an inactive tenant; a call it
-        // claimed just before is waited for, so that once this answers, no
-        // call of theirs reaches Twilio.
-        state
-            .dialing
-            .settle_user(&target, crate::campaigns::dialer::settle_limit(&state))
-            .await;
+    if !is_active {
+        settle_deactivated(state, &target).await;
     }
     Ok(ok(StatusCode::OK, user))
+}
+
+/// Sets the user's status, audited as `toggle_user_status`; deactivation
+/// ends the user's sessions.
+fn set_active(
+    tx: &Transaction<'_>,
+    before: &User,
+    is_active: bool,
+    audit: &dyn Fn(&str, Value) -> rusqlite::Result<()>,
+) -> ApiResult<()> {
+    tx.execute(
+        "UPDATE users SET is_active = ?2 WHERE id = ?1",
+        rusqlite::params![before.id, is_active],
+    )?;
+    let ended = if is_active {
+        0
+    } else {
+        store::delete_sessions_of(tx, &before.id)?
+    };
+    audit(
+        "toggle_user_status",
+        json!({ "from": before.is_active, "to": is_active, "sessions_ended": ended }),
+    )?;
+    Ok(())
+}
+
+/// The dialer claims no contact of an inactive tenant; a call it claimed
+/// just before is waited for, so that once this answers, no call of theirs
+/// reaches Twilio.
+async fn settle_deactivated(state: &AppState, user_id: &str) {
+    state
+        .dialing
+        .settle_user(user_id, crate::campaigns::dialer::settle_limit(state))
+        .await;
 }
 
 /// Deletes an account and, through the foreign keys, everything it owns

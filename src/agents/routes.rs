@@ -21,7 +21,7 @@ use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
-use crate::http::filters::{check_disposition, given, SqlFilter};
+use crate::http::filters::{check_disposition, given, unless_all, SqlFilter};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -173,7 +173,7 @@ async fn list_agents(
     let page = Page::new(q.page, q.limit)?;
     let mut filter = SqlFilter::default();
     filter.add("a.user_id = ?", current.user.id);
-    if let Some(kind) = type_filter(given(&q.kind))? {
+    if let Some(kind) = type_filter(unless_all(&q.kind))? {
         filter.add("a.type = ?", kind);
     }
     filter.search(given(&q.search), &["a.name", "a.use_case"])?;
@@ -386,10 +386,10 @@ async fn list_runs(
         &["in_progress", "completed", "failed"],
         "r.status",
     )?;
-    if let Some(d) = given(&q.disposition) {
+    if let Some(d) = unless_all(&q.disposition) {
         filter.add("r.disposition = ?", check_disposition(d)?);
     }
-    if let Some(kind) = given(&q.kind) {
+    if let Some(kind) = unless_all(&q.kind) {
         let kind = kind.to_ascii_uppercase();
         if kind != "WEB_CALL" && kind != "PHONE_CALL" {
             return Err(ApiError::field("type", "must be WEB_CALL or PHONE_CALL"));

@@ -449,10 +449,22 @@ async fn validate(
             json!({ "usable": usable, "source": source, "message": message }),
         );
     }
-    Ok(ok(
-        StatusCode::OK,
-        json!({ "valid": missing.is_empty(), "providers": each, "missing": missing }),
-    ))
+    let data = json!({ "valid": missing.is_empty(), "providers": each, "missing": missing });
+    if missing.is_empty() {
+        return Ok(ok(StatusCode::OK, data));
+    }
+    // A 422 with the usual failure's envelope, not a 200: the first
+    // edition's page takes `success: true` for "the keys are valid", and
+    // every answer of this API is a 2xx exactly when `success` is true. A
+    // client that shows `message` names what is missing; `data` is the
+    // same as on success, for clients that read `data.valid`.
+    let names: Vec<&str> = missing.iter().map(|p| p.display_name()).collect();
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "KEYS_NOT_USABLE",
+        format!("Not usable now: {}", names.join(", ")),
+    )
+    .with("data", data))
 }
 
 #[cfg(test)]

@@ -36,6 +36,21 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
     }
 }
 
+/// An organization name as given: trimmed, empty meaning none, at most 255
+/// characters and no control characters.
+pub fn check_organization(raw: Option<&str>) -> Result<Option<String>, &'static str> {
+    let Some(org) = raw.map(str::trim).filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    if org.chars().count() > 255 {
+        return Err("must be at most 255 characters");
+    }
+    if org.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(Some(org.to_string()))
+}
+
 /// The password policy of `api.md`: 8–128 characters with a lowercase letter,
 /// an uppercase letter and a digit. The message names the rule broken.
 pub fn check_password_policy(p: &str) -> Result<(), &'static str> {

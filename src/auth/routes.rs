@@ -11,7 +11,7 @@ use serde_json::json;
 use super::extract::{CurrentUser, SESSION_COOKIE};
 use super::store::{self, NewUser, User};
 use super::throttle::credential_of;
-use super::{check_password_policy, normalize_email};
+use super::{check_organization, check_password_policy, normalize_email};
 use crate::config::Registration;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
@@ -114,23 +114,14 @@ async fn register(
             message: m.into(),
         });
     }
-    let organization = body
-        .organization_name
-        .map(|o| o.trim().to_string())
-        .filter(|o| !o.is_empty());
-    if let Some(o) = &organization {
-        if o.chars().count() > 255 {
+    let organization = check_organization(body.organization_name.as_deref())
+        .map_err(|m| {
             errors.push(FieldError {
                 field: "organization_name".into(),
-                message: "must be at most 255 characters".into(),
-            });
-        } else if o.chars().any(char::is_control) {
-            errors.push(FieldError {
-                field: "organization_name".into(),
-                message: "must not contain control characters".into(),
-            });
-        }
-    }
+                message: m.into(),
+            })
+        })
+        .unwrap_or_default();
     let Ok(email) = email else {
         return Err(ApiError::fields(errors));
     };

@@ -374,7 +374,12 @@ async fn web_message(
             Ok::<_, ApiError>(())
         })
         .await?;
-    Ok(ok(StatusCode::OK, json!({ "response": response })))
+    // `message` is the first edition's name for the reply (its web page
+    // reads `data.message`); `response` is ours.
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "response": response, "message": response }),
+    ))
 }
 
 /// `conversation_history` is ignored here too: the stored transcript is
@@ -393,7 +398,20 @@ pub(super) struct RunDetail {
     run: Run,
     agent_name: String,
     transcript: Vec<Turn>,
+    /// The first edition's form of the transcript: one `role: content`
+    /// line per turn.
+    transcript_text: String,
     llm_usage: LlmUsage,
+}
+
+/// The turns as `role: content` lines, as the first edition stored and
+/// showed a conversation.
+fn transcript_text(turns: &[Turn]) -> String {
+    turns
+        .iter()
+        .map(|t| format!("{}: {}", t.role, t.content))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl RunDetail {
@@ -402,6 +420,7 @@ impl RunDetail {
             llm_usage: store::llm_usage(conn, &o.run.id)?,
             run: o.run,
             agent_name: o.agent_name,
+            transcript_text: transcript_text(&o.transcript),
             transcript: o.transcript,
         })
     }
@@ -539,6 +558,10 @@ async fn get_transcript(
     let found = read_owned_run(&state, current.user.id, id).await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "run_id": found.run.id, "transcript": found.transcript }),
+        json!({
+            "run_id": found.run.id,
+            "transcript": found.transcript,
+            "transcript_text": found.transcript_text,
+        }),
     ))
 }

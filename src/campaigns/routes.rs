@@ -406,11 +406,18 @@ async fn get_campaign(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
     let user_id = current.user.id;
-    let campaign = state
+    let (campaign, runs) = state
         .db
-        .read(move |c| find(c, &user_id, &id.to_string()))
+        .read(move |c| {
+            let campaign = find(c, &user_id, &id.to_string())?;
+            let runs = store::campaign_runs(c, &campaign.id)?;
+            Ok::<_, ApiError>((campaign, runs))
+        })
         .await?;
-    Ok(ok(StatusCode::OK, with_progress(&campaign)?))
+    let mut data = with_progress(&campaign)?;
+    // The first edition's detail page lists the campaign's calls.
+    data["runs"] = serde_json::to_value(runs).map_err(ApiError::internal)?;
+    Ok(ok(StatusCode::OK, data))
 }
 
 #[derive(Deserialize)]

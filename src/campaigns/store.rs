@@ -46,6 +46,8 @@ pub struct Campaign {
     pub name: String,
     pub agent_id: String,
     pub agent_name: String,
+    /// The agent as the first edition's join gave it: `{name, type}`.
+    pub agent: CampaignAgent,
     pub source_type: String,
     pub state: String,
     pub created_at: String,
@@ -53,6 +55,13 @@ pub struct Campaign {
     /// Why the dialer paused it, while it is paused for that reason.
     pub paused_reason: Option<String>,
     pub contacts: Counts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CampaignAgent {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
 }
 
 #[derive(Debug, Serialize, Clone, Copy, Default)]
@@ -99,18 +108,24 @@ pub const CAMPAIGN_COLUMNS: &str =
     (SELECT count(*) FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'dialing'),
     (SELECT count(*) FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'reached'),
     (SELECT count(*) FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'retrying'),
-    (SELECT count(*) FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'failed')";
+    (SELECT count(*) FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'failed'),
+    a.type";
 
 /// The tables `CAMPAIGN_COLUMNS` reads.
 pub const CAMPAIGN_FROM: &str = "campaigns c JOIN agents a ON a.id = c.agent_id";
 
 pub fn campaign_from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     let reached = r.get(16)?;
+    let agent_name: String = r.get(3)?;
     Ok(Campaign {
         id: r.get(0)?,
         name: r.get(1)?,
         agent_id: r.get(2)?,
-        agent_name: r.get(3)?,
+        agent: CampaignAgent {
+            name: agent_name.clone(),
+            kind: r.get(19)?,
+        },
+        agent_name,
         source_type: r.get(4)?,
         state: r.get(5)?,
         created_at: r.get(6)?,
@@ -148,6 +163,47 @@ pub fn owned_campaign(
         campaign_from_row,
     )
     .optional()
+}
+
+/// How many of a campaign's calls its detail lists, newest first.
+pub const DETAIL_RUNS: i64 = 100;
+
+/// One call of a campaign, as its detail lists it.
+#[derive(Debug, Serialize)]
+pub struct CampaignRun {
+    pub id: String,
+    pub run_number: String,
+    pub phone_number: Option<String>,
+    pub status: String,
+    pub disposition: Option<String>,
+    pub duration_seconds: i64,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+/// The newest `DETAIL_RUNS` calls of campaign `id` (the caller has checked
+/// it is the tenant's). Calls made in the same millisecond keep the order
+/// they were placed in (by rowid).
+pub fn campaign_runs(conn: &Connection, id: &str) -> rusqlite::Result<Vec<CampaignRun>> {
+    conn.prepare_cached(
+        "SELECT id, run_number, phone_number, status, disposition, duration_seconds,
+                created_at, completed_at
+         FROM agent_runs WHERE campaign_id = ?1
+         ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+    )?
+    .query_map(params![id, DETAIL_RUNS], |r| {
+        Ok(CampaignRun {
+            id: r.get(0)?,
+            run_number: r.get(1)?,
+            phone_number: r.get(2)?,
+            status: r.get(3)?,
+            disposition: r.get(4)?,
+            duration_seconds: r.get(5)?,
+            created_at: r.get(6)?,
+            completed_at: r.get(7)?,
+        })
+    })?
+    .collect()
 }
 
 /// Inserts a campaign and its contacts (in the caller's transaction);

@@ -12,6 +12,29 @@ pub fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// For `#[serde(default, deserialize_with = "optional_filter")]` on a
+/// query filter that is not text (a number, a flag): an empty value, as a
+/// cleared form input sends it, or the first edition's `all`, is no filter
+/// rather than a 400; anything else must parse.
+pub fn optional_filter<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw: Option<String> = serde::Deserialize::deserialize(de)?;
+    match unless_all(&raw) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A first-edition filter value meaning "no filter": the pages send
+/// `all` (or nothing) for a select left at its first choice.
+pub fn unless_all(v: &Option<String>) -> Option<&str> {
+    given(v).filter(|s| !s.eq_ignore_ascii_case("all"))
+}
+
 /// A `YYYY-MM-DD` calendar date (2025-02-30 is not one).
 pub fn check_date(field: &str, raw: &str) -> Result<String, ApiError> {
     let bad = || ApiError::field(field, "must be a date as YYYY-MM-DD");
@@ -55,7 +78,7 @@ pub fn check_disposition(raw: &str) -> Result<String, ApiError> {
 
 /// A query parameter holding an id; anything but a UUID names the parameter.
 pub fn uuid_param(field: &str, raw: &Option<String>) -> Result<Option<String>, ApiError> {
-    given(raw)
+    unless_all(raw)
         .map(|s| {
             uuid::Uuid::parse_str(s)
                 .map(|u| u.to_string())
@@ -97,10 +120,10 @@ impl SqlFilter {
         date_from: &Option<String>,
         date_to: &Option<String>,
     ) -> Result<(), ApiError> {
-        let from = given(date_from)
+        let from = unless_all(date_from)
             .map(|d| check_date("date_from", d))
             .transpose()?;
-        let to = given(date_to)
+        let to = unless_all(date_to)
             .map(|d| check_date("date_to", d))
             .transpose()?;
         if let (Some(f), Some(t)) = (&from, &to) {
@@ -119,7 +142,7 @@ impl SqlFilter {
     }
 
     /// A search for `text` (at most 255 characters) in any of `columns`.
-    /// `column = value` when the query gave `field`; a value outside
+    /// `column = value` when the query gave `field` (`all` is no filter); a value outside
     /// `allowed` is a 400 naming the field and the values it takes.
     pub fn one_of(
         &mut self,
@@ -128,7 +151,7 @@ impl SqlFilter {
         allowed: &[&str],
         column: &str,
     ) -> Result<(), ApiError> {
-        let Some(value) = given(raw) else {
+        let Some(value) = unless_all(raw) else {
             return Ok(());
         };
         if !allowed.contains(&value) {

@@ -1,5 +1,6 @@
 //! Router assembly, layers, health checks and the embedded web UI.
 
+pub mod cors;
 pub mod csv;
 pub mod error;
 pub mod extract;
@@ -92,6 +93,12 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        // Outside the panic guard, so a 500 is readable cross-origin too;
+        // inside the log, so preflights are logged.
+        .layer(middleware::from_fn_with_state(
+            cors::Cors::new(&state.config.cors_origins),
+            cors::apply,
+        ))
         // Outside the panic guard: a panic is counted and logged as its 500.
         .layer(middleware::from_fn(ops::track))
         .layer(ops::access_log())

@@ -39,6 +39,13 @@ pub fn percent_used(used: f64, quota: i64) -> f64 {
     (used / quota as f64 * 10_000.0).round() / 100.0
 }
 
+/// A duration as the first edition printed it: hours and two-digit
+/// minutes (`1h 02m`, `0h 45m`), seconds dropped.
+pub fn hours_minutes(seconds: i64) -> String {
+    let minutes = seconds.max(0) / 60;
+    format!("{}h {:02}m", minutes / 60, minutes % 60)
+}
+
 /// The UTC instants bounding one local day: `[start, end)`.
 #[derive(Debug, Clone)]
 pub struct DayWindow {
@@ -173,6 +180,12 @@ pub struct DailyReport {
     pub transfers: usize,
     pub dispositions: BTreeMap<String, usize>,
     pub duration_buckets: BTreeMap<&'static str, usize>,
+    /// The first edition's names for `total_calls`, `transfers`,
+    /// `dispositions` and `duration_buckets`, with the same values.
+    pub total_runs: usize,
+    pub transfer_dispositions: usize,
+    pub disposition_distribution: BTreeMap<String, usize>,
+    pub call_duration_distribution: BTreeMap<&'static str, usize>,
 }
 
 impl DailyReport {
@@ -205,6 +218,10 @@ impl DailyReport {
             total_api_costs: runs.iter().map(|r| r.api_costs_micros).sum::<i64>() as f64
                 / 1_000_000.0,
             transfers,
+            total_runs: runs.len(),
+            transfer_dispositions: transfers,
+            disposition_distribution: dispositions.clone(),
+            call_duration_distribution: duration_buckets.clone(),
             dispositions,
             duration_buckets,
         }
@@ -227,6 +244,15 @@ mod tests {
         assert_eq!(percent_used(8.0, 10), 80.0);
         assert_eq!(percent_used(1.0, 3), 33.33);
         assert_eq!(percent_used(0.0, 0), 100.0);
+    }
+
+    #[test]
+    fn durations_print_as_hours_and_minutes() {
+        assert_eq!(hours_minutes(0), "0h 00m");
+        assert_eq!(hours_minutes(59), "0h 00m");
+        assert_eq!(hours_minutes(45 * 60 + 30), "0h 45m");
+        assert_eq!(hours_minutes(3720), "1h 02m");
+        assert_eq!(hours_minutes(100 * 3600 + 59 * 60), "100h 59m");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::csv;
-use super::{percent_used, warning, DailyReport, DayWindow, ReportRun};
+use super::{hours_minutes, percent_used, warning, DailyReport, DayWindow, ReportRun};
 use crate::agents::routes::find_agent;
 use crate::agents::LimitsInfo;
 use crate::auth::extract::CurrentUser;
@@ -21,7 +21,9 @@ use crate::auth::store;
 use crate::calls::store::{dollars, run_from_row, Run, RUN_COLUMNS};
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
-use crate::http::filters::{check_disposition, given, like_pattern, SqlFilter};
+use crate::http::filters::{
+    check_disposition, given, like_pattern, optional_filter, unless_all, SqlFilter,
+};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -98,6 +100,15 @@ async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiRe
             "costs": month.costs,
             "daily": daily,
             "agents": limits.json(),
+            // The first edition's names for figures above: this month's
+            // tokens and completed calls, the agent count, and the month's
+            // call time as its pages print it.
+            "current_usage": {
+                "agents": limits.current,
+                "tokens_this_month": month.tokens_used,
+            },
+            "total_runs": month.calls,
+            "total_duration_formatted": hours_minutes(month.duration_seconds),
         }),
     ))
 }
@@ -111,7 +122,10 @@ struct HistoryQuery {
     disposition: Option<String>,
     date_from: Option<String>,
     date_to: Option<String>,
+    /// A cleared number input sends `min_duration=`: no filter.
+    #[serde(default, deserialize_with = "optional_filter")]
     min_duration: Option<u32>,
+    #[serde(default, deserialize_with = "optional_filter")]
     max_duration: Option<u32>,
 }
 
@@ -122,7 +136,7 @@ async fn agent_filter(
     user_id: &str,
     raw: &Option<String>,
 ) -> ApiResult<Option<String>> {
-    let Some(raw) = given(raw) else {
+    let Some(raw) = unless_all(raw) else {
         return Ok(None);
     };
     let id = Uuid::parse_str(raw).map_err(|_| ApiError::field("agent_id", "must be a UUID"))?;
@@ -136,7 +150,14 @@ struct HistoryRun {
     #[serde(flatten)]
     run: Run,
     agent_name: String,
+    /// The agent as the first edition's join gave it: `{name}`.
+    agents: AgentName,
     api_costs: f64,
+}
+
+#[derive(Serialize)]
+struct AgentName {
+    name: String,
 }
 
 /// The micro-dollars the LLM turns of run `r` cost (`llm_usage`).
@@ -169,7 +190,7 @@ async fn history(
         }
         filter.add("r.phone_number LIKE ? ESCAPE '\\'", like_pattern(phone));
     }
-    if let Some(d) = given(&q.disposition) {
+    if let Some(d) = unless_all(&q.disposition) {
         filter.add("r.disposition = ?", check_disposition(d)?);
     }
     filter.dates("r.created_at", &q.date_from, &q.date_to)?;
@@ -198,9 +219,13 @@ async fn history(
                     "r.created_at DESC, r.rowid DESC",
                     page,
                     |r| {
+                        let agent_name: String = r.get(14)?;
                         Ok(HistoryRun {
                             run: run_from_row(r, 0)?,
-                            agent_name: r.get(14)?,
+                            agents: AgentName {
+                                name: agent_name.clone(),
+                            },
+                            agent_name,
                             api_costs: dollars(r.get(15)?),
                         })
                     },

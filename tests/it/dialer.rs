@@ -43,7 +43,7 @@ async fn pro_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
 
 /// Creates a campaign of `numbers` with dialing `settings` (multipart
 /// fields) through `base` and returns its id.
-async fn create_campaign(
+pub async fn create_campaign(
     client: &reqwest::Client,
     base: &str,
     token: &str,
@@ -141,7 +141,7 @@ async fn status_callback(
 }
 
 /// Waits until `check` holds, polling every 100 ms, or panics after `limit`.
-async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -416,6 +416,11 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_envelope() {
         (Method::GET, "/api/admin/analytics/revenue"),
         (Method::GET, "/api/admin/analytics/system-health"),
         (Method::GET, "/api/admin/analytics/export/{id}"),
+        (Method::PUT, "/api/admin/users/{id}"),
+        (Method::POST, "/api/admin/users/{id}/activate"),
+        (Method::POST, "/api/admin/users/{id}/deactivate"),
+        (Method::GET, "/api/admin/dashboard"),
+        (Method::GET, "/api/admin/system-health"),
         (Method::DELETE, "/api/admin/users/{id}"),
     ];
     sweep(&app, &admin, &admin_routes, &[victim]).await;

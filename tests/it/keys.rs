@@ -574,7 +574,7 @@ async fn keys_are_saved_masked_and_never_stored_in_clear() {
         Some(&a.token),
     )
     .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["data"]["valid"], false);
     assert_eq!(body["data"]["providers"]["groq"]["usable"], false);
     assert_eq!(body["data"]["providers"]["deepgram"]["usable"], true);
