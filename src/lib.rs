@@ -220,7 +220,10 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
-    let http_client = providers::http_client(Duration::from_secs(config.provider_timeout_secs));
+    let http_client = providers::http_client(
+        Duration::from_secs(config.provider_timeout_secs),
+        config.outbound_resolver(),
+    );
     let state = AppState {
         db,
         rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),

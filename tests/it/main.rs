@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod dialer;
 mod durability;
+mod edges;
 mod hostile;
 mod http;
 mod keys;
