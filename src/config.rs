@@ -54,6 +54,18 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
 
+    /// Start on a missing or empty database although DIR/master.key exists
+    /// (a fresh install in a folder that held one). Without it such a start
+    /// is refused: the database was lost, and a new one with a new admin
+    /// would hide that.
+    #[arg(long)]
+    pub init: bool,
+
+    /// How long a client may take to send a request's body, in seconds;
+    /// past it the request answers 408 and the connection is closed.
+    #[arg(long, env = "VOXFLOW_BODY_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+
     /// Whether anyone may register.
     #[arg(long, env = "VOXFLOW_REGISTRATION", value_enum, default_value = "open")]
     pub registration: Registration,
@@ -324,6 +336,8 @@ impl Config {
                 data_dir: data_dir.into(),
             },
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            init: false,
+            body_timeout_secs: 20,
             registration: Registration::Open,
             admin_email: "admin@voxflow.com".into(),
             admin_password: None,

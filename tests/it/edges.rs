@@ -2,12 +2,16 @@
 //! send this server (SSRF), slow and oversized requests, the client's
 //! address behind a proxy, and the security headers.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
 use serde_json::{json, Value};
 
 use crate::agents::{create_agent, tenant, Tenant};
 use crate::auth::post;
 use crate::calls::{say, start_call, LlmStub};
-use crate::common::TestApp;
+use crate::common::{spawn_serve, voxflow_cmd, TestApp, ADMIN_PASSWORD};
 
 fn port_of(base: &str) -> u16 {
     let rest = base.trim_start_matches("http://127.0.0.1:");
@@ -99,4 +103,208 @@ async fn tenant_urls_into_this_hosts_networks_are_refused_unless_listed() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["message"], refused.as_str());
     app.stop().await;
+}
+
+/// Opens a connection and sends a request's head and the first `sent`
+/// bytes of a body it says is `declared` bytes long.
+fn half_sent(addr: &str, declared: usize, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&vec![b' '; sent]).unwrap();
+    s
+}
+
+/// What the server sends before it closes the connection, waiting at most
+/// `limit`; `None` when the connection is still open then.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> Option<String> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some(String::from_utf8_lossy(&got).into_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[tokio::test]
+async fn strangers_bodies_are_small_and_slow_bodies_time_out() {
+    let app = TestApp::start_with(|c| c.body_timeout_secs = 2).await;
+    let big = json!({ "email": "a@example.com", "password": "x".repeat(100 * 1024) });
+    let (status, body) = post(&app, "/api/auth/login", None, big.clone()).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(body["success"], false);
+    // Signed in, the route's own limit holds (1 MiB of JSON).
+    let t = tenant(&app, "big@example.com").await;
+    let (status, body) = post(&app, "/api/agents", Some(&t.token), big).await;
+    assert_ne!(status, 413, "{body}");
+
+    // A body that stalls is answered 408 and its connection closed.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    // Blocking socket calls, off the test's runtime (the server runs on it).
+    let said = tokio::task::spawn_blocking(move || {
+        let mut s = half_sent(&addr, 1000, 10);
+        until_closed(&mut s, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("closed by the timeout");
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("BODY_TIMEOUT"), "{said}");
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+
+    let res = app.client.get(app.url("/")).send().await.unwrap();
+    let h = res.headers();
+    assert_eq!(
+        h["permissions-policy"].to_str().unwrap().split(',').next(),
+        Some("microphone=(self)")
+    );
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("worker-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn two_hundred_slow_anonymous_bodies_stay_small_and_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = spawn_serve(
+        dir.path(),
+        &[
+            ("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("VOXFLOW_BODY_TIMEOUT_SECS", "3"),
+            ("VOXFLOW_RATE_LIMIT", "off"),
+        ],
+    );
+    let addr = bin.base.trim_start_matches("http://").to_string();
+    // Half of them say 1 MiB is coming (refused at once), half stay under
+    // the 64 KiB a stranger may send and stall after 32 KiB.
+    let mut conns: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                half_sent(&addr, 1 << 20, 16 * 1024)
+            } else {
+                half_sent(&addr, 60 * 1024, 32 * 1024)
+            }
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss = rss_mb(bin.pid());
+    println!("resident memory with 200 slow bodies: {rss:.1} MB");
+    assert!(rss < 150.0, "{rss} MB");
+    for (i, s) in conns.iter_mut().enumerate() {
+        let said = until_closed(s, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("connection {i} still open"));
+        let expected = if i % 2 == 0 { "413" } else { "408" };
+        assert!(said.is_empty() || said.contains(expected), "{i}: {said}");
+    }
+}
+
+fn corrupt_pages(db: &std::path::Path) {
+    let mut bytes = std::fs::read(db).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > page * 6, "a database of several pages");
+    for b in &mut bytes[page * 2..page * 5] {
+        *b = 0xA5;
+    }
+    std::fs::write(db, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_leaves_the_whole_database_in_voxflow_db_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bin = spawn_serve(dir.path(), &[("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let res = reqwest::Client::new()
+        .post(bin.url("/api/auth/register"))
+        .json(&json!({ "email": "last@example.com", "password": "Last-Passw0rd-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert!(bin.terminate().success());
+    let wal = dir.path().join("voxflow.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the log is empty after a stop"
+    );
+    // Copied alone, the file holds the last write.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("voxflow.db"),
+        copy.path().join("voxflow.db"),
+    )
+    .unwrap();
+    let conn = rusqlite::Connection::open(copy.path().join("voxflow.db")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM users WHERE email = 'last@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // Damaged pages: the server refuses to start and says how to recover;
+    // `verify` prints its report and exits 1.
+    corrupt_pages(&dir.path().join("voxflow.db"));
+    let out = voxflow_cmd(dir.path())
+        .arg("serve")
+        .args(["--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("voxflow restore"),
+        "{err}"
+    );
+    let out = voxflow_cmd(dir.path()).arg("verify").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("integrity_check"), "{said}");
+
+    // Emptied beside the key file: refused unless --init.
+    std::fs::write(dir.path().join("voxflow.db"), b"").unwrap();
+    let out = voxflow_cmd(dir.path())
+        .arg("serve")
+        .args(["--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--init") && err.contains("voxflow restore"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("voxflow.db")).unwrap();
+    let out = voxflow_cmd(dir.path())
+        .arg("serve")
+        .args(["--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a missing file too");
 }
