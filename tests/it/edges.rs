@@ -266,13 +266,7 @@ async fn a_stop_leaves_the_whole_database_in_voxflow_db_alone() {
     // Damaged pages: the server refuses to start and says how to recover;
     // `verify` prints its report and exits 1.
     corrupt_pages(&dir.path().join("voxflow.db"));
-    let out = voxflow_cmd(dir.path())
-        .arg("serve")
-        .args(["--http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused_start(dir.path());
     assert!(
         err.contains("damaged") && err.contains("voxflow restore"),
         "{err}"
@@ -289,22 +283,27 @@ async fn a_stop_leaves_the_whole_database_in_voxflow_db_alone() {
 
     // Emptied beside the key file: refused unless --init.
     std::fs::write(dir.path().join("voxflow.db"), b"").unwrap();
-    let out = voxflow_cmd(dir.path())
-        .arg("serve")
-        .args(["--http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused_start(dir.path());
     assert!(
         err.contains("--init") && err.contains("voxflow restore"),
         "{err}"
     );
     std::fs::remove_file(dir.path().join("voxflow.db")).unwrap();
-    let out = voxflow_cmd(dir.path())
+    assert!(
+        refused_start(dir.path()).contains("--init"),
+        "a missing file too"
+    );
+}
+
+/// Starts `voxflow serve` on `dir`, expects it to refuse with exit 2, and
+/// returns what it said.
+fn refused_start(dir: &std::path::Path) -> String {
+    let out = voxflow_cmd(dir)
         .arg("serve")
         .args(["--http", "127.0.0.1:0"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a missing file too");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
 }
