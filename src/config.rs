@@ -9,6 +9,7 @@ use crate::crypto::secret::Secret;
 use crate::http::cors::OriginList;
 use crate::providers::llm_prices::PriceTable;
 use crate::providers::openai_speech::SpeechFormat;
+use crate::providers::outbound::{AllowList, GuardedResolver};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Registration {
@@ -54,6 +55,18 @@ pub struct Config {
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "VOXFLOW_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+
+    /// Start on a missing or empty database although DIR/master.key exists
+    /// (a fresh install in a folder that held one). Without it such a start
+    /// is refused: the database was lost, and a new one with a new admin
+    /// would hide that.
+    #[arg(long)]
+    pub init: bool,
+
+    /// How long a client may take to send a request's body, in seconds;
+    /// past it the request answers 408 and the connection is closed.
+    #[arg(long, env = "VOXFLOW_BODY_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
 
     /// Whether anyone may register.
     #[arg(long, env = "VOXFLOW_REGISTRATION", value_enum, default_value = "open")]
@@ -180,11 +193,13 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_PROVIDER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub provider_timeout_secs: u64,
 
-    /// The OpenAI-compatible servers tenants may point their LLM at: a
-    /// comma-separated list of URL prefixes (`http://10.0.0.5:8000/v1,https://llm.internal`).
-    /// Unset, any http(s) URL is allowed; set, a tenant cannot make this
-    /// server send requests to other hosts on its network.
-    #[arg(long, env = "VOXFLOW_LLM_ALLOWED_URLS")]
+    /// The servers tenants may point their LLM (or on-prem speech) at: a
+    /// comma-separated list of URL prefixes (`http://10.0.0.5:8000/v1,https://llm.internal`;
+    /// `http://HOST:*` for any port of HOST). Unset, any http(s) URL outside
+    /// this host's networks is allowed (loopback, private, link-local, CGNAT
+    /// and metadata addresses are refused, literal or resolved); set, only
+    /// these prefixes, even internal ones (the air-gapped case).
+    #[arg(long, env = "VOXFLOW_LLM_ALLOWED_URLS", value_parser = check_allowed_urls)]
     pub llm_allowed_urls: Option<String>,
 
     /// How long one LLM reply may take, in seconds, before the call answers 502.
@@ -282,6 +297,12 @@ impl NetList {
     }
 }
 
+/// Checks `VOXFLOW_LLM_ALLOWED_URLS` at start: a typo must not silently
+/// allow nothing (or everything).
+fn check_allowed_urls(raw: &str) -> Result<String, String> {
+    AllowList::parse(raw).map(|_| raw.to_string())
+}
+
 /// `VOXFLOW_PUBLIC_URL` must be an http(s) origin with an optional path:
 /// Twilio signs the exact URL it calls, so a malformed base would otherwise
 /// surface only as every webhook failing its signature check.
@@ -310,26 +331,32 @@ impl Config {
             .filter(|u| !u.is_empty())
     }
 
-    /// Whether `url` (an OpenAI-compatible base URL) is under one of the
-    /// allowed prefixes, matching whole path segments (a prefix
-    /// `http://a/v1` allows `http://a/v1` and `http://a/v1/x`, not
-    /// `http://a/v10` or `http://a.evil`).
+    /// Whether a tenant may point this server at `url` (an
+    /// OpenAI-compatible or on-prem speech base URL): see
+    /// `providers::outbound`. Judged on the normalised URL, so dot segments,
+    /// percent-encoding and odd IP literal forms cannot slip past.
     pub fn llm_url_allowed(&self, url: &str) -> bool {
-        let Some(list) = self
-            .llm_allowed_urls
-            .as_deref()
-            .filter(|l| !l.trim().is_empty())
-        else {
-            return true;
-        };
-        let url = url.trim().trim_end_matches('/');
-        list.split(',')
-            .map(|p| p.trim().trim_end_matches('/'))
-            .filter(|p| !p.is_empty())
-            .any(|p| {
-                url.strip_prefix(p)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+        // An unparsable list (only possible when set in code: the flag is
+        // checked at start) allows nothing rather than everything.
+        self.llm_allow_list().is_ok_and(|list| list.allows(url))
+    }
+
+    fn llm_allow_list(&self) -> Result<AllowList, String> {
+        AllowList::parse(self.llm_allowed_urls.as_deref().unwrap_or(""))
+    }
+
+    /// The DNS resolver of the provider client: the operator's provider
+    /// hosts and the allow-list's resolve as they are, any other name only
+    /// to addresses outside this host's networks.
+    pub fn outbound_resolver(&self) -> GuardedResolver {
+        GuardedResolver::new(
+            &self.llm_allow_list().unwrap_or_default(),
+            [
+                self.groq_base_url.as_str(),
+                self.deepgram_base_url.as_str(),
+                self.twilio_base_url.as_str(),
+            ],
+        )
     }
 
     pub fn dial_interval(&self) -> std::time::Duration {
@@ -351,6 +378,8 @@ impl Config {
                 data_dir: data_dir.into(),
             },
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            init: false,
+            body_timeout_secs: 20,
             registration: Registration::Open,
             admin_email: "admin@voxflow.com".into(),
             admin_password: None,
@@ -398,13 +427,26 @@ mod tests {
     #[test]
     fn llm_urls_are_allowed_by_whole_prefix() {
         let mut c = super::Config::for_data_dir("x");
-        assert!(c.llm_url_allowed("http://anything/v1"), "unset allows all");
+        assert!(
+            c.llm_url_allowed("http://anything/v1"),
+            "unset allows public hosts"
+        );
+        assert!(
+            !c.llm_url_allowed("http://127.0.0.1:8080/v1"),
+            "but not this host"
+        );
         c.llm_allowed_urls = Some(" http://10.0.0.5:8000/v1/ , https://llm.internal".into());
         assert!(c.llm_url_allowed("http://10.0.0.5:8000/v1"));
         assert!(c.llm_url_allowed("https://llm.internal/openai/v1/"));
         assert!(!c.llm_url_allowed("http://10.0.0.5:8000/v10"));
+        assert!(!c.llm_url_allowed("http://10.0.0.5:8000/v1/../../internal-admin"));
         assert!(!c.llm_url_allowed("https://llm.internal.evil.com/v1"));
         assert!(!c.llm_url_allowed("http://127.0.0.1:8080/v1"));
+        c.llm_allowed_urls = Some("::".into());
+        assert!(
+            !c.llm_url_allowed("https://llm.internal/v1"),
+            "a bad list allows nothing"
+        );
     }
 
     #[test]

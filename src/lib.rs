@@ -54,6 +54,8 @@ pub enum StartError {
     Vault(#[from] api_keys::master::VaultSetupError),
     #[error(transparent)]
     DataDirLock(#[from] db::lock::LockError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What starting did, for the operator to read once.
@@ -89,9 +91,47 @@ pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport)
     let db = tokio::task::spawn_blocking(move || Db::open(&path, readers, max_bytes))
         .await
         .map_err(|_| DbError::WorkerGone)??;
+    let problems = db
+        .read(|c| Ok::<_, DbError>(db::health::quick_check(c)))
+        .await?;
+    if !problems.is_empty() {
+        return Err(DbError::Damaged(problems));
+    }
     let backups: PathBuf = config::backup_dir(&config.data.data_dir);
     let report = db.write(move |c| migrate::up(c, &backups)).await?;
     Ok((db, report))
+}
+
+/// A missing or empty `voxflow.db` beside the key file of an existing
+/// install was lost (a failed copy, a wrong mount): starting would make a
+/// fresh database with a new admin and hide the loss.
+fn refuse_a_lost_database(config: &Config) -> Result<(), StartError> {
+    let data_dir = &config.data.data_dir;
+    let key = crypto::keyfile::key_path(data_dir);
+    if !config.init && key.exists() && db::health::is_missing_or_empty(&config.data.db_path()) {
+        return Err(StartError::Refused(format!(
+            "{} is missing or empty, but {} exists: this folder held a database. Restore it with `voxflow restore FILE` (backups are in {}), or start with --init to begin a new, empty one",
+            config.data.db_path().display(),
+            key.display(),
+            config::backup_dir(data_dir).display()
+        )));
+    }
+    Ok(())
+}
+
+/// A start that failed on a damaged file says how to recover.
+fn damaged(config: &Config, err: DbError) -> StartError {
+    let problems = match &err {
+        DbError::Damaged(problems) => problems.clone(),
+        DbError::Sqlite(e) if db::health::is_damage(e) => vec![e.to_string()],
+        _ => return err.into(),
+    };
+    StartError::Refused(format!(
+        "{} is damaged (PRAGMA quick_check: {}); it is not served. Stop here and restore the latest good backup: `voxflow restore FILE` (backups are in {}; `voxflow verify` prints the full report)",
+        config.data.db_path().display(),
+        problems.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+        config::backup_dir(&config.data.data_dir).display()
+    ))
 }
 
 /// Creates the first admin when the database has none: from
@@ -188,7 +228,10 @@ pub async fn start(
         source,
     })?;
     let lock = lock::lock_data_dir(data_dir, LockKind::Serve)?;
-    let (db, migrated) = open_and_migrate(&config).await?;
+    refuse_a_lost_database(&config)?;
+    let (db, migrated) = open_and_migrate(&config)
+        .await
+        .map_err(|e| damaged(&config, e))?;
     let master::Unlocked {
         vault,
         notes: vault_notes,
@@ -224,7 +267,10 @@ pub async fn start(
         addr: config.http,
         source,
     })?;
-    let http_client = providers::http_client(Duration::from_secs(config.provider_timeout_secs));
+    let http_client = providers::http_client(
+        Duration::from_secs(config.provider_timeout_secs),
+        config.outbound_resolver(),
+    );
     let state = AppState {
         db,
         rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),
@@ -248,6 +294,7 @@ pub async fn start(
     ));
     let dialer = tokio::spawn(campaigns::dialer::run_periodically(state.clone()));
     let pruner = tokio::spawn(auth::rate_limit::prune_periodically(state.clone()));
+    let db = state.db.clone();
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -266,6 +313,14 @@ pub async fn start(
         dialer.abort();
         reconciler.abort();
         pruner.abort();
+        // Every request has finished: the log is folded into voxflow.db,
+        // which alone is then the whole database (an operator may copy it).
+        if let Err(err) = db
+            .write(|c| db::health::checkpoint(c).map_err(DbError::from))
+            .await
+        {
+            tracing::warn!(%err, "cannot checkpoint the database at stop");
+        }
         drop(lock);
         served
     });

@@ -357,7 +357,16 @@ fn run_restore(data: &DataArgs, file: &Path) -> Result<ExitCode, CliError> {
 
 fn run_verify(data: &DataArgs) -> Result<ExitCode, CliError> {
     let conn = open_existing(data)?;
-    let report = verify::verify(&conn)?;
+    let report = match verify::verify(&conn) {
+        Ok(report) => report,
+        // Too damaged to walk through: that is the report.
+        Err(DbError::Sqlite(e)) if voxflow::db::health::is_damage(&e) => {
+            println!("integrity_check  FAILED  {e}");
+            println!("The database is damaged: restore a backup with `voxflow restore FILE`.");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     print!("{report}");
     Ok(if report.ok() {
         ExitCode::SUCCESS

@@ -7,6 +7,7 @@
 //! of `SQLITE_BUSY` errors.
 
 pub mod backup;
+pub mod health;
 pub mod lock;
 pub mod migrate;
 pub mod verify;
@@ -36,6 +37,8 @@ pub enum DbError {
     },
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("the database is damaged: {}", .0.join("; "))]
+    Damaged(Vec<String>),
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -137,9 +137,48 @@ pub async fn read_body_first(State(limit): State<usize>, req: Request, next: Nex
     /// Beyond this a client gets its 413 the hard way (a closed connection).
     const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
     let (parts, mut body) = req.into_parts();
+    // The rate-limit layer resolved the session already: a stranger's body
+    // is cut at ANONYMOUS_BODY_LIMIT, so unauthenticated connections cannot
+    // make the server hold large bodies.
+    let signed_in = parts
+        .extensions
+        .get::<crate::auth::rate_limit::Resolved>()
+        .is_some_and(|r| r.session.as_ref().is_some_and(|s| s.user.is_active));
+    let limit = if signed_in {
+        limit
+    } else {
+        limit.min(ANONYMOUS_BODY_LIMIT)
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if !signed_in && declared.is_some_and(|n| n > limit as u64) {
+        return closing(too_large());
+    }
+    let timeout = parts
+        .extensions
+        .get::<BodyTimeout>()
+        .map_or(Duration::from_secs(20), |t| t.0);
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut kept = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return closing(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "BODY_TIMEOUT",
+                    format!(
+                        "The request body did not arrive within {} seconds",
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
         let Ok(frame) = frame else {
             return ApiError::bad_request("INVALID_BODY", "The request body could not be read")
                 .into_response();
@@ -148,24 +187,48 @@ pub async fn read_body_first(State(limit): State<usize>, req: Request, next: Nex
             seen += data.len();
             if seen <= limit {
                 kept.extend_from_slice(&data);
+            } else if !signed_in {
+                return closing(too_large());
             } else if seen > DRAIN_LIMIT {
                 break;
             }
         }
     }
     if seen > limit {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "The request body is too large",
-        )
-        .into_response();
+        return too_large().into_response();
     }
     next.run(Request::from_parts(parts, Body::from(kept))).await
 }
 
-/// Headers every answer carries: the UI loads nothing from elsewhere, and
-/// no page of ours may be framed.
+/// The most of a body read from a client without a session (login,
+/// registration, Twilio's webhooks are all far smaller).
+pub const ANONYMOUS_BODY_LIMIT: usize = 64 * 1024;
+
+/// How long the request's body may take to arrive (`--body-timeout-secs`),
+/// put on each request by `ops::request_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "The request body is too large (sign in first for bodies over 64 KiB)",
+    )
+}
+
+/// An answer after which the connection is closed: the rest of the body
+/// is not read.
+fn closing(err: ApiError) -> Response {
+    let mut res = err.into_response();
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// Headers every answer carries: the UI loads nothing from elsewhere (its
+/// AudioWorklet module included: worklets follow `script-src`), no page of
+/// ours may be framed, and only our pages may ask for the microphone.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -181,8 +244,13 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; worker-src 'self'; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         ),
+    );
+    // The web call's microphone, for this origin's pages only; nothing else.
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("microphone=(self), camera=(), geolocation=(), payment=()"),
     );
     res
 }

@@ -52,6 +52,10 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
             .unwrap_or(HeaderValue::from_static("-")),
     };
     req.headers_mut().insert(REQUEST_ID, id.clone());
+    req.extensions_mut()
+        .insert(super::BodyTimeout(Duration::from_secs(
+            state.config.body_timeout_secs,
+        )));
     let mut res = next.run(req).await;
     res.headers_mut().insert(REQUEST_ID, id);
     res

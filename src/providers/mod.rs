@@ -7,6 +7,7 @@ pub mod llm;
 pub mod llm_prices;
 pub mod openai_speech;
 pub mod speech;
+pub mod outbound;
 pub mod twilio;
 
 use std::time::Duration;
@@ -27,9 +28,11 @@ pub fn count_request(provider: &'static str, outcome: &'static str) {
 
 /// The one client for every provider call: bounded in time (a request may
 /// set a longer timeout of its own), never following redirects (a redirect
-/// would carry the key to wherever it points).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// would carry the key to wherever it points), resolving names through
+/// `resolver` (which keeps tenants' URLs off this host's networks).
+pub fn http_client(timeout: Duration, resolver: outbound::GuardedResolver) -> reqwest::Client {
     let built = reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(resolver))
         .timeout(timeout)
         .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
         .redirect(reqwest::redirect::Policy::none())

@@ -20,6 +20,11 @@ pub const ADMIN_PASSWORD: &str = "Admin-Passw0rd-Test";
 /// the admin's password hash in a debug build on a busy machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The tests' provider stand-ins listen on 127.0.0.1, which a server
+/// refuses as a tenant's URL unless the operator lists it: every test
+/// server lists it (a test of the refusal sets its own list).
+pub const LOCAL_STAND_INS: &str = "http://127.0.0.1:*";
+
 /// A server running inside the test process, on a free port, with its data in
 /// a temporary folder that lives as long as the `TestApp`.
 pub struct TestApp {
@@ -42,6 +47,7 @@ impl TestApp {
         config.http = ([127, 0, 0, 1], 0).into();
         config.admin_email = ADMIN_EMAIL.to_string();
         config.admin_password = Some(ADMIN_PASSWORD.to_string());
+        config.llm_allowed_urls = Some(LOCAL_STAND_INS.to_string());
         f(&mut config);
         let running = voxflow::start(config, std::future::pending())
             .await
@@ -133,6 +139,7 @@ pub fn spawn_serve(data_dir: &Path, envs: &[(&str, &str)]) -> Bin {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http", "127.0.0.1:0"])
+        .env("VOXFLOW_LLM_ALLOWED_URLS", LOCAL_STAND_INS)
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

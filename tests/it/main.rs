@@ -9,6 +9,7 @@ mod common;
 mod dialer;
 mod durability;
 mod first_edition;
+mod edges;
 mod hostile;
 mod http;
 mod keys;
