@@ -6,8 +6,8 @@ pub mod groq;
 pub mod llm;
 pub mod llm_prices;
 pub mod openai_speech;
-pub mod speech;
 pub mod outbound;
+pub mod speech;
 pub mod twilio;
 
 use std::time::Duration;

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::auth::{call, get, post, register};
-use crate::common::TestApp;
+use crate::common::{TestApp, LOCAL_STAND_INS};
 
 /// A tenant: its session token and user id.
 pub struct Tenant {
@@ -337,7 +337,12 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
 
 #[tokio::test]
 async fn the_service_configuration_has_defaults_and_validates_providers() {
-    let app = TestApp::start().await;
+    // The operator lists the air-gapped install's own LLM server: private
+    // addresses are refused unless listed.
+    let app = TestApp::start_with(|c| {
+        c.llm_allowed_urls = Some(format!("{LOCAL_STAND_INS},http://10.0.0.5:8000/v1"));
+    })
+    .await;
     let t = tenant(&app, "config@example.com").await;
     let other = tenant(&app, "other@example.com").await;
 

@@ -271,10 +271,14 @@ async fn sweep_webhooks(app: &TestApp, ids: &[String]) {
                     if let Some(sig) = sig {
                         req = req.header("x-twilio-signature", sig.as_bytes());
                     }
-                    let res = req
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("{path} ({what}, {sig:?}): {e:?}"));
+                    let res = match req.send().await {
+                        Ok(res) => res,
+                        // A stranger's oversized body is refused before it is
+                        // read: the server answers 413 and closes, which a
+                        // client still writing sees as a broken pipe.
+                        Err(e) if what == "oversized" && e.is_request() => continue,
+                        Err(e) => panic!("{path} ({what}, {sig:?}): {e:?}"),
+                    };
                     let status = res.status();
                     assert!(
                         status.is_client_error(),

@@ -547,7 +547,7 @@ async fn a_tenant_walks_every_page_in_the_browser() {
     browser
         .wait_text(
             "#call-mic-message",
-            "Voice is not available, so this call is typed: Voice calls need a Deepgram key",
+            "Voice is not available, so this call is typed: Voice calls through Deepgram need a Deepgram key",
         )
         .await;
     browser
