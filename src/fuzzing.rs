@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 pub use crate::api_keys::formats::check_e164;
 pub use crate::campaigns::import::{normalize_phone, parse as parse_csv, FileError, Parsed};
 pub use crate::http::error::ApiError;
+pub use crate::providers::audio::{
+    first_channel, mulaw_decode, mulaw_encode, pcm_bytes, pcm_samples, wav, wav_header, Resampler,
+    WavError, WavFormat,
+};
 pub use crate::providers::twilio::signature_matches;
 
 use crate::calls::voice::{Input, Transport};

@@ -33,8 +33,16 @@ fuzz_target!(|data: &[u8]| {
     let lines = breaks as u64 + 1;
     let mut last = 1;
     for bad in &parsed.invalid {
-        assert!(bad.row > last, "row numbers not increasing: {:?}", parsed.invalid);
-        assert!(bad.row <= lines, "row {} past the file's {lines} lines", bad.row);
+        assert!(
+            bad.row > last,
+            "row numbers not increasing: {:?}",
+            parsed.invalid
+        );
+        assert!(
+            bad.row <= lines,
+            "row {} past the file's {lines} lines",
+            bad.row
+        );
         assert!(!bad.reason.is_empty());
         last = bad.row;
     }
@@ -49,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
             let v: serde_json::Value = serde_json::from_str(extra).expect("extra fields are JSON");
             let object = v.as_object().expect("extra fields are an object");
             assert!(!object.is_empty() && extra.len() <= 8192);
-            assert!(object.values().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+            assert!(object
+                .values()
+                .all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
         }
     }
 });

@@ -9,7 +9,10 @@ fuzz_target!(|raw: &str| {
     let digits = |s: &str| -> String { s.chars().filter(char::is_ascii_digit).collect() };
     match normalize_phone(raw) {
         Ok(number) => {
-            assert!(check_e164("phone_number", &number).is_ok(), "{raw:?} -> {number:?}");
+            assert!(
+                check_e164("phone_number", &number).is_ok(),
+                "{raw:?} -> {number:?}"
+            );
             assert_eq!(
                 normalize_phone(&number).as_deref(),
                 Ok(number.as_str()),
@@ -25,7 +28,10 @@ fuzz_target!(|raw: &str| {
         }
         Err(message) => {
             assert!(!message.is_empty());
-            assert!(check_e164("phone_number", raw).is_err(), "valid E.164 refused: {raw:?}");
+            assert!(
+                check_e164("phone_number", raw).is_err(),
+                "valid E.164 refused: {raw:?}"
+            );
         }
     }
 });

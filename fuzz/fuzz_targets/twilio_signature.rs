@@ -41,7 +41,11 @@ fn encode(params: &[(String, String)]) -> String {
 
 fuzz_target!(|input: Input| {
     // Auth tokens are 32 letters and digits (as saving one checks).
-    let token: String = input.token.iter().map(|b| ALNUM[*b as usize % ALNUM.len()] as char).collect();
+    let token: String = input
+        .token
+        .iter()
+        .map(|b| ALNUM[*b as usize % ALNUM.len()] as char)
+        .collect();
     let params = match twilio_form(&input.form) {
         Ok(p) => p,
         Err(status) => {
@@ -50,7 +54,10 @@ fuzz_target!(|input: Input| {
         }
     };
     // What the parse read is what an encoder of the same pairs sends.
-    assert_eq!(twilio_form(encode(&params).as_bytes()).as_ref(), Ok(&params));
+    assert_eq!(
+        twilio_form(encode(&params).as_bytes()).as_ref(),
+        Ok(&params)
+    );
 
     let url = input.url;
     let signature = twilio_signature(&token, &url, &params);
@@ -59,8 +66,12 @@ fuzz_target!(|input: Input| {
     let reversed: Vec<_> = params.iter().rev().cloned().collect();
     assert!(signature_matches(&token, &url, &reversed, &signature));
 
-    let (mut token2, mut url2, mut params2, mut signature2) =
-        (token.clone(), url.clone(), params.clone(), signature.clone());
+    let (mut token2, mut url2, mut params2, mut signature2) = (
+        token.clone(),
+        url.clone(),
+        params.clone(),
+        signature.clone(),
+    );
     match input.change {
         Change::UrlByte { at, byte } => {
             let mut bytes = url2.into_bytes();

@@ -34,7 +34,10 @@ fn parse(twiml: &str) -> roxmltree::Document<'_> {
 }
 
 fn children<'a>(doc: &'a roxmltree::Document<'a>) -> Vec<roxmltree::Node<'a, 'a>> {
-    doc.root_element().children().filter(|n| n.is_element()).collect()
+    doc.root_element()
+        .children()
+        .filter(|n| n.is_element())
+        .collect()
 }
 
 /// An element's whole text, as the parser decoded it.

@@ -19,11 +19,17 @@ enum Message {
     Text(String),
     Binary(Vec<u8>),
     /// A binary frame of `len` copies of one byte (sizes past the limit).
-    Long { byte: u8, len: u32 },
+    Long {
+        byte: u8,
+        len: u32,
+    },
     Ping(Vec<u8>),
     Close,
     /// A Twilio `media` event carrying these bytes.
-    Media { track: Option<String>, audio: Vec<u8> },
+    Media {
+        track: Option<String>,
+        audio: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -59,7 +65,12 @@ fuzz_target!(|input: Input| {
                 return;
             }
             let parsed = serde_json::from_str::<serde_json::Value>(&text).ok();
-            let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(|v| v.as_str());
+            let field = |name: &str| {
+                parsed
+                    .as_ref()
+                    .and_then(|v| v.get(name))
+                    .and_then(|v| v.as_str())
+            };
             match read {
                 Read::Text(t) => {
                     assert!(!twilio);
@@ -72,11 +83,14 @@ fuzz_target!(|input: Input| {
                 Read::Audio(audio) => {
                     assert!(twilio && field("event") == Some("media") && !audio.is_empty());
                     let payload = parsed.as_ref().and_then(|v| v["media"]["payload"].as_str());
-                    let decoded = payload.and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
+                    let decoded = payload
+                        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
                     assert_eq!(decoded, Some(audio));
                 }
                 Read::Nothing => assert!(twilio),
-                Read::Bad(code) => assert!(matches!(code, "INVALID_FRAME" | "INVALID_AUDIO"), "{code}"),
+                Read::Bad(code) => {
+                    assert!(matches!(code, "INVALID_FRAME" | "INVALID_AUDIO"), "{code}")
+                }
             }
         }
         Message::Media { track, audio } => {

@@ -421,3 +421,20 @@ fn a_wrong_type_before_broken_syntax_is_a_400() {
         (400, "INVALID_JSON")
     );
 }
+
+/// A number past f64's range is JSON's grammar but no number the server
+/// can read: a 400 `INVALID_JSON` (serde_json files it under syntax), as a
+/// whole body and inside a known field
+/// (fuzz/corpus/json_bodies/crash-number-out-of-range).
+#[test]
+fn a_number_out_of_range_is_invalid_json() {
+    for body in [&b"1e1111"[..], br#"{"email": 1e1111, "password": "x"}"#] {
+        let refused = json_body(4, Some("application/json"), body.to_vec()).expect_err("refused");
+        assert_eq!(
+            (refused.status.as_u16(), refused.code),
+            (400, "INVALID_JSON"),
+            "{}",
+            refused.body
+        );
+    }
+}
