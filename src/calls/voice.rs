@@ -36,7 +36,7 @@ use super::store::{self, Disposition, Finish, LlmTurn, Measure, Outcome, Turn, T
 use crate::api_keys::{self, Provider};
 use crate::auth::extract::CurrentUser;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::ApiPath;
+use crate::http::extract::{ApiPath, ClientInfo};
 use crate::http::AppState;
 use crate::providers::deepgram::{self, ListenParams};
 use crate::providers::llm::Streamed;
@@ -344,6 +344,7 @@ async fn twilio_stream(
                 script,
                 setup,
                 transport: Transport::Twilio { stream_sid },
+                web_client: None,
             });
             run_session(call, socket, greeting).await;
         })
@@ -498,6 +499,7 @@ async fn opening(
 async fn audio_socket(
     State(state): State<AppState>,
     current: CurrentUser,
+    client: ClientInfo,
     ApiPath(run_id): ApiPath<Uuid>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -519,6 +521,7 @@ async fn audio_socket(
         script,
         setup,
         transport: Transport::Browser,
+        web_client: Some(client),
     });
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
@@ -535,6 +538,10 @@ struct Call {
     script: store::Script,
     setup: Setup,
     transport: Transport,
+    /// A web call's caller as the upgrade request showed it: its end is
+    /// audited as a typed web call's end is (`end_web_call`). `None` for a
+    /// phone call, which Twilio ends.
+    web_client: Option<ClientInfo>,
 }
 
 impl Call {
@@ -968,25 +975,33 @@ fn client_frame(raw: &str) -> Result<ClientFrame, &'static str> {
     }
 }
 
-/// Ends the run through `finish_run` (the triggers bill it); the run as
-/// the API shows it, or `None` when it had already ended.
+/// Ends the run through `finish_run` (the triggers bill it) and, for a
+/// web call, writes the same `end_web_call` audit entry as a typed end, in
+/// the same transaction; the run as the API shows it, or `None` when it
+/// had already ended.
 async fn finish(
     call: &Call,
     disposition: Disposition<'static>,
     duration: Measure,
 ) -> Result<Option<Value>, ApiError> {
-    let run_id = call.run_id.clone();
+    let (user_id, run_id) = (call.user_id.clone(), call.run_id.clone());
+    let client = call.web_client.clone();
     call.state
         .db
         .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let finish = Finish {
                 outcome: Outcome::Completed,
                 disposition,
                 duration,
             };
-            let Some(run) = store::finish_run(c, &run_id, &finish)? else {
+            let Some(run) = store::finish_run(&tx, &run_id, &finish)? else {
                 return Ok(None);
             };
+            if let Some(client) = &client {
+                super::routes::audit_end(&tx, &user_id, &run, client)?;
+            }
+            tx.commit()?;
             Ok(Some(serde_json::to_value(run).map_err(ApiError::internal)?))
         })
         .await
