@@ -616,19 +616,21 @@ struct Spoken {
 
 /// Speech runs at about 15 characters a second: the audio a sentence whose
 /// speech is still being made will probably have.
-const BYTES_PER_CHAR: usize = 66 * BROWSER_BYTES_PER_MS;
+const MS_PER_CHAR: usize = 66;
 
 impl Spoken {
     /// The text the caller heard: whole sentences whose audio went out, and
     /// of the one cut off, its words in proportion to the audio sent.
-    fn heard(&self) -> String {
+    /// `bytes_per_ms` is the call's audio (32 for the browser's PCM, 8 for
+    /// a phone's μ-law).
+    fn heard(&self, bytes_per_ms: usize) -> String {
         let mut left = self.sent;
         let mut out: Vec<String> = Vec::new();
         for (text, bytes, complete) in &self.sentences {
             let total = if *complete {
                 *bytes
             } else {
-                (*bytes).max(text.chars().count() * BYTES_PER_CHAR)
+                (*bytes).max(text.chars().count() * MS_PER_CHAR * bytes_per_ms)
             };
             if left >= total {
                 out.push(text.clone());
@@ -1036,7 +1038,7 @@ async fn interrupt(call: &Call, voice: &Voice, answer: Option<Answer>) {
     let (heard, saved) = answer
         .spoken
         .lock()
-        .map(|s| (s.heard(), s.saved))
+        .map(|s| (s.heard(call.transport.format().bytes_per_ms()), s.saved))
         .unwrap_or_default();
     if answer.said.content.is_empty() && !saved {
         // The greeting: stored when the call started.
@@ -1375,11 +1377,22 @@ mod tests {
         s.sentences
             .push(("Five six seven eight.".into(), 400, true));
         s.sent = 400 + 200;
-        assert_eq!(s.heard(), "One two three four. Five six");
+        assert_eq!(s.heard(32), "One two three four. Five six");
         s.sent = 100;
-        assert_eq!(s.heard(), "One");
+        assert_eq!(s.heard(32), "One");
         s.sent = 0;
-        assert_eq!(s.heard(), "");
+        assert_eq!(s.heard(32), "");
+    }
+
+    #[test]
+    fn a_sentence_still_being_made_is_judged_at_the_call_s_rate() {
+        // 20 characters: about 1.3 s of speech, of which 0.66 s went out.
+        let mut s = Spoken::default();
+        s.sentences.push(("One two three four..".into(), 0, false));
+        s.sent = 660 * 8;
+        assert_eq!(s.heard(8), "One two", "μ-law at 8 kHz");
+        s.sent = 660 * 32;
+        assert_eq!(s.heard(32), "One two", "PCM at 16 kHz");
     }
 
     #[test]
