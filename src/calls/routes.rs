@@ -427,7 +427,7 @@ impl RunDetail {
 }
 
 /// The audit row of a web call that ended, however it ended.
-fn audit_end(
+pub(super) fn audit_end(
     conn: &rusqlite::Connection,
     user_id: &str,
     run: &Run,

@@ -36,7 +36,7 @@ use super::store::{self, Disposition, Finish, LlmTurn, Measure, Outcome, Turn, T
 use crate::api_keys::{self, Provider};
 use crate::auth::extract::CurrentUser;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::ApiPath;
+use crate::http::extract::{ApiPath, ClientInfo};
 use crate::http::AppState;
 use crate::providers::deepgram::{self, ListenParams};
 use crate::providers::llm::Streamed;
@@ -344,6 +344,7 @@ async fn twilio_stream(
                 script,
                 setup,
                 transport: Transport::Twilio { stream_sid },
+                web_client: None,
             });
             run_session(call, socket, greeting).await;
         })
@@ -498,6 +499,7 @@ async fn opening(
 async fn audio_socket(
     State(state): State<AppState>,
     current: CurrentUser,
+    client: ClientInfo,
     ApiPath(run_id): ApiPath<Uuid>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -519,6 +521,7 @@ async fn audio_socket(
         script,
         setup,
         transport: Transport::Browser,
+        web_client: Some(client),
     });
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
@@ -535,6 +538,10 @@ struct Call {
     script: store::Script,
     setup: Setup,
     transport: Transport,
+    /// A web call's caller as the upgrade request showed it: its end is
+    /// audited as a typed web call's end is (`end_web_call`). `None` for a
+    /// phone call, which Twilio ends.
+    web_client: Option<ClientInfo>,
 }
 
 impl Call {
@@ -609,19 +616,21 @@ struct Spoken {
 
 /// Speech runs at about 15 characters a second: the audio a sentence whose
 /// speech is still being made will probably have.
-const BYTES_PER_CHAR: usize = 66 * BROWSER_BYTES_PER_MS;
+const MS_PER_CHAR: usize = 66;
 
 impl Spoken {
     /// The text the caller heard: whole sentences whose audio went out, and
     /// of the one cut off, its words in proportion to the audio sent.
-    fn heard(&self) -> String {
+    /// `bytes_per_ms` is the call's audio (32 for the browser's PCM, 8 for
+    /// a phone's μ-law).
+    fn heard(&self, bytes_per_ms: usize) -> String {
         let mut left = self.sent;
         let mut out: Vec<String> = Vec::new();
         for (text, bytes, complete) in &self.sentences {
             let total = if *complete {
                 *bytes
             } else {
-                (*bytes).max(text.chars().count() * BYTES_PER_CHAR)
+                (*bytes).max(text.chars().count() * MS_PER_CHAR * bytes_per_ms)
             };
             if left >= total {
                 out.push(text.clone());
@@ -968,25 +977,33 @@ fn client_frame(raw: &str) -> Result<ClientFrame, &'static str> {
     }
 }
 
-/// Ends the run through `finish_run` (the triggers bill it); the run as
-/// the API shows it, or `None` when it had already ended.
+/// Ends the run through `finish_run` (the triggers bill it) and, for a
+/// web call, writes the same `end_web_call` audit entry as a typed end, in
+/// the same transaction; the run as the API shows it, or `None` when it
+/// had already ended.
 async fn finish(
     call: &Call,
     disposition: Disposition<'static>,
     duration: Measure,
 ) -> Result<Option<Value>, ApiError> {
-    let run_id = call.run_id.clone();
+    let (user_id, run_id) = (call.user_id.clone(), call.run_id.clone());
+    let client = call.web_client.clone();
     call.state
         .db
         .write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let finish = Finish {
                 outcome: Outcome::Completed,
                 disposition,
                 duration,
             };
-            let Some(run) = store::finish_run(c, &run_id, &finish)? else {
+            let Some(run) = store::finish_run(&tx, &run_id, &finish)? else {
                 return Ok(None);
             };
+            if let Some(client) = &client {
+                super::routes::audit_end(&tx, &user_id, &run, client)?;
+            }
+            tx.commit()?;
             Ok(Some(serde_json::to_value(run).map_err(ApiError::internal)?))
         })
         .await
@@ -1021,7 +1038,7 @@ async fn interrupt(call: &Call, voice: &Voice, answer: Option<Answer>) {
     let (heard, saved) = answer
         .spoken
         .lock()
-        .map(|s| (s.heard(), s.saved))
+        .map(|s| (s.heard(call.transport.format().bytes_per_ms()), s.saved))
         .unwrap_or_default();
     if answer.said.content.is_empty() && !saved {
         // The greeting: stored when the call started.
@@ -1360,11 +1377,22 @@ mod tests {
         s.sentences
             .push(("Five six seven eight.".into(), 400, true));
         s.sent = 400 + 200;
-        assert_eq!(s.heard(), "One two three four. Five six");
+        assert_eq!(s.heard(32), "One two three four. Five six");
         s.sent = 100;
-        assert_eq!(s.heard(), "One");
+        assert_eq!(s.heard(32), "One");
         s.sent = 0;
-        assert_eq!(s.heard(), "");
+        assert_eq!(s.heard(32), "");
+    }
+
+    #[test]
+    fn a_sentence_still_being_made_is_judged_at_the_call_s_rate() {
+        // 20 characters: about 1.3 s of speech, of which 0.66 s went out.
+        let mut s = Spoken::default();
+        s.sentences.push(("One two three four..".into(), 0, false));
+        s.sent = 660 * 8;
+        assert_eq!(s.heard(8), "One two", "μ-law at 8 kHz");
+        s.sent = 660 * 32;
+        assert_eq!(s.heard(32), "One two", "PCM at 16 kHz");
     }
 
     #[test]

@@ -23,3 +23,4 @@ mod ui;
 mod ui_voice;
 mod usage;
 mod voice;
+mod voice_onprem;

@@ -437,6 +437,9 @@ async fn a_tenant_walks_every_page_in_the_browser() {
     let app = TestApp::start_with(move |c| {
         c.groq_base_url = base;
         c.groq_api_key = Some("gsk_server_key_for_the_ui_test".into());
+        // The operator runs on-prem speech servers, so tenants may choose them.
+        c.speech_stt_base_url = Some("http://127.0.0.1:8000/v1".into());
+        c.speech_tts_base_url = Some("http://127.0.0.1:8880/v1".into());
     })
     .await;
 
@@ -619,6 +622,63 @@ async fn a_tenant_walks_every_page_in_the_browser() {
     browser
         .check_page(&app, "settings", "Settings", "settings")
         .await;
+    // Speech through the on-prem servers, chosen and saved in the page: the
+    // choice is offered beside Deepgram, and the hints follow it.
+    for (select, input, value, want) in [
+        (
+            "#stt-provider",
+            "#stt-model",
+            "Systran/faster-whisper-small",
+            "your speech server loads",
+        ),
+        (
+            "#tts-provider",
+            "#tts-voice",
+            "af_heart",
+            "a voice of your speech server",
+        ),
+    ] {
+        let offered = browser.text(select).await;
+        assert!(
+            offered.contains("Deepgram") && offered.contains("OpenAI-compatible server (on-prem)"),
+            "{offered}"
+        );
+        browser
+            .click(&format!("{select} option[value=openai_compatible]"))
+            .await;
+        let hint = browser.text(&format!("{input}-hint")).await;
+        assert!(hint.to_lowercase().contains(want), "{hint}");
+        browser.type_into(input, value).await;
+    }
+    browser.click("#service-form button[type=submit]").await;
+    browser
+        .wait_text("#settings-message", "Settings saved.")
+        .await;
+    let saved: (String, String, String, String) = crate::agents::db(&app)
+        .query_row(
+            "SELECT stt_provider, stt_model, tts_provider, tts_voice FROM service_configs
+             WHERE user_id = (SELECT id FROM users WHERE email = 'ui@example.com')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        saved,
+        (
+            "openai_compatible".into(),
+            "Systran/faster-whisper-small".into(),
+            "openai_compatible".into(),
+            "af_heart".into()
+        )
+    );
+    // Shown again as saved when the page is opened afresh.
+    browser
+        .check_page(&app, "settings", "Settings", "settings-onprem")
+        .await;
+    let chosen = browser
+        .script("return [document.querySelector('#stt-provider').value, document.querySelector('#tts-provider').value]")
+        .await;
+    assert_eq!(chosen, json!(["openai_compatible", "openai_compatible"]));
     browser
         .check_page(&app, "campaigns", "Campaigns", "campaigns")
         .await;

@@ -227,7 +227,7 @@ pub(crate) async fn voice_app(speech: &SpeechStandIn, llm_base: &str) -> TestApp
 }
 
 /// A tenant with an agent and a web call in progress: `(tenant, run_id)`.
-async fn started_call(app: &TestApp, email: &str) -> (Tenant, String) {
+pub(crate) async fn started_call(app: &TestApp, email: &str) -> (Tenant, String) {
     let t = tenant(app, email).await;
     let agent = create_agent(app, &t, "Vera").await;
     let (status, body) = api_post(
@@ -241,10 +241,10 @@ async fn started_call(app: &TestApp, email: &str) -> (Tenant, String) {
     (t, body["data"]["run_id"].as_str().unwrap().to_string())
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, token: &str, run_id: &str) -> Result<Socket, u16> {
+pub(crate) async fn connect(app: &TestApp, token: &str, run_id: &str) -> Result<Socket, u16> {
     let url = format!(
         "{}/api/calls/web/{run_id}/audio",
         app.base.replace("http://", "ws://")
@@ -289,7 +289,7 @@ pub(crate) fn utterance(text: &str, secs: f64) -> Vec<u8> {
 }
 
 /// Sends `pcm` as 20 ms frames, paced in real time like a microphone.
-async fn send_audio(socket: &mut Socket, pcm: &[u8]) {
+pub(crate) async fn send_audio(socket: &mut Socket, pcm: &[u8]) {
     for chunk in pcm.chunks(640) {
         if chunk.len() < 320 {
             break;
@@ -304,13 +304,13 @@ async fn send_audio(socket: &mut Socket, pcm: &[u8]) {
 
 /// What the client has received so far.
 #[derive(Default, Debug)]
-struct Heard {
-    frames: Vec<Value>,
-    audio_bytes: usize,
+pub(crate) struct Heard {
+    pub(crate) frames: Vec<Value>,
+    pub(crate) audio_bytes: usize,
 }
 
 impl Heard {
-    fn kinds(&self) -> Vec<&str> {
+    pub(crate) fn kinds(&self) -> Vec<&str> {
         self.frames
             .iter()
             .map(|f| f["type"].as_str().unwrap_or(""))
@@ -319,7 +319,7 @@ impl Heard {
 }
 
 /// Reads until `until` holds for a text frame (returned), counting audio.
-async fn read_until(
+pub(crate) async fn read_until(
     socket: &mut Socket,
     heard: &mut Heard,
     until: impl Fn(&Value) -> bool,
@@ -347,7 +347,7 @@ async fn read_until(
     }
 }
 
-fn transcript_of(app: &TestApp, run_id: &str) -> Vec<Value> {
+pub(crate) fn transcript_of(app: &TestApp, run_id: &str) -> Vec<Value> {
     let text: String = db(app)
         .query_row(
             "SELECT transcript_text FROM agent_runs WHERE id = ?1",
@@ -651,7 +651,7 @@ async fn bad_frames_get_error_frames_and_the_call_goes_on() {
 }
 
 /// Speech for `text` as Twilio sends it: μ-law at 8 kHz, exactly `secs` long.
-fn mulaw_utterance(text: &str, secs: f64) -> Vec<u8> {
+pub(crate) fn mulaw_utterance(text: &str, secs: f64) -> Vec<u8> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -676,7 +676,7 @@ fn mulaw_utterance(text: &str, secs: f64) -> Vec<u8> {
     audio
 }
 
-async fn send_media(socket: &mut Socket, audio: &[u8], frames: std::ops::Range<usize>) {
+pub(crate) async fn send_media(socket: &mut Socket, audio: &[u8], frames: std::ops::Range<usize>) {
     use base64::Engine;
     for chunk in audio.chunks(160).skip(frames.start).take(frames.len()) {
         let payload = base64::engine::general_purpose::STANDARD.encode(chunk);
@@ -691,7 +691,7 @@ async fn send_media(socket: &mut Socket, audio: &[u8], frames: std::ops::Range<u
 
 /// Reads Twilio-side events until one of `event` arrives; counts the
 /// outbound media bytes.
-async fn twilio_until(socket: &mut Socket, media: &mut usize, event: &str) -> Value {
+pub(crate) async fn twilio_until(socket: &mut Socket, media: &mut usize, event: &str) -> Value {
     use base64::Engine;
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(20), socket.next())
@@ -855,5 +855,74 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
             .any(|t| t["content"] == "I would like to reschedule"),
         "{stored:?}"
     );
+    app.stop().await;
+}
+
+/// The `end_web_call` audit entries of `run_id`: their details.
+fn end_audits(app: &TestApp, who: &Tenant, run_id: &str) -> Vec<Value> {
+    let conn = db(app);
+    let mut stmt = conn
+        .prepare(
+            "SELECT details FROM admin_audit_logs WHERE action = 'end_web_call'
+             AND admin_user_id = ?1 AND target_user_id = ?1 AND target_resource_id = ?2",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([&who.id, run_id], |r| r.get::<_, String>(0))
+        .unwrap();
+    rows.map(|d| serde_json::from_str(&d.unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_hang_up_is_audited_like_a_typed_end() {
+    let speech = SpeechStandIn::start(1.0, 20).await;
+    let llm = streaming_llm("Fine.").await;
+    let app = voice_app(&speech, &llm).await;
+
+    // Hung up with `end`.
+    let (t, run_id) = started_call(&app, "audit-end@example.com").await;
+    let mut socket = connect(&app, &t.token, &run_id).await.expect("upgrade");
+    let mut heard = Heard::default();
+    read_until(&mut socket, &mut heard, |v| v["type"] == "ready").await;
+    socket
+        .send(Message::Text(r#"{"type":"end"}"#.into()))
+        .await
+        .unwrap();
+    let ended = read_until(&mut socket, &mut heard, |v| v["type"] == "ended").await;
+    let audits = end_audits(&app, &t, &run_id);
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert_eq!(audits[0]["disposition"], "user_hangup");
+    assert_eq!(audits[0]["run_number"], ended["run"]["run_number"]);
+    assert_eq!(
+        audits[0]["duration_seconds"],
+        ended["run"]["duration_seconds"]
+    );
+
+    // Closed without `end`: audited all the same, once.
+    let (t2, run_id2) = started_call(&app, "audit-close@example.com").await;
+    let mut socket = connect(&app, &t2.token, &run_id2).await.expect("upgrade");
+    read_until(&mut socket, &mut Heard::default(), |v| v["type"] == "ready").await;
+    drop(socket);
+    let mut audits = Vec::new();
+    for _ in 0..100 {
+        audits = end_audits(&app, &t2, &run_id2);
+        if !audits.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert_eq!(audits[0]["disposition"], "user_hangup");
+    // A typed end after that is refused, and writes nothing more.
+    let (status, _) = api_post(
+        &app,
+        "/api/calls/web/end",
+        Some(&t2.token),
+        json!({"run_id": run_id2}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(end_audits(&app, &t2, &run_id2).len(), 1);
     app.stop().await;
 }
