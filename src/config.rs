@@ -68,6 +68,36 @@ pub struct Config {
     #[arg(long, env = "VOXFLOW_BODY_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
 
+    /// How long a client may take to send a request's headers, in
+    /// seconds (an idle kept-alive connection gets as long for its next
+    /// request); past it the connection is closed.
+    #[arg(long, env = "VOXFLOW_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// The most client connections served at once (WebSocket calls
+    /// included); further ones wait in the listen queue until one closes.
+    /// Keep it below the process's open-file limit.
+    #[arg(long, env = "VOXFLOW_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// How often the server checks that it can still store data (a small
+    /// file written in the data folder, a write transaction, and every
+    /// tenth time `PRAGMA quick_check`), in seconds: `/health/readiness`
+    /// answers 503 while a check fails.
+    #[arg(long, env = "VOXFLOW_READINESS_CHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub readiness_check_secs: u64,
+
+    /// Take a backup into DIR/backups this often while serving (`24h`,
+    /// `6h`, `90m`, `1d12h`; units s, m, h, d), as `voxflow backup` does,
+    /// beside the running server. Unset: no scheduled backups.
+    #[arg(long, env = "VOXFLOW_BACKUP_EVERY", value_parser = parse_duration)]
+    pub backup_every: Option<std::time::Duration>,
+
+    /// How many scheduled backups to keep; older ones are removed (manual
+    /// and pre-migration backups are never removed).
+    #[arg(long, env = "VOXFLOW_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub backup_keep: u32,
+
     /// Whether anyone may register.
     #[arg(long, env = "VOXFLOW_REGISTRATION", value_enum, default_value = "open")]
     pub registration: Registration,
@@ -297,6 +327,42 @@ impl NetList {
     }
 }
 
+/// A duration as people write it: whole numbers with a unit each (`s`,
+/// `m`, `h`, `d`), in any order and combination: `24h`, `90m`, `1d12h`.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let text = raw.trim().to_ascii_lowercase();
+    let bad = || {
+        format!(
+            "{raw:?} is not a duration: write a number and a unit (s, m, h, d), as in 24h or 1h30m"
+        )
+    };
+    let mut secs: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        secs = n
+            .checked_mul(unit)
+            .and_then(|s| secs.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || secs == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// Checks `VOXFLOW_LLM_ALLOWED_URLS` at start: a typo must not silently
 /// allow nothing (or everything).
 fn check_allowed_urls(raw: &str) -> Result<String, String> {
@@ -380,6 +446,11 @@ impl Config {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             init: false,
             body_timeout_secs: 20,
+            header_timeout_secs: 10,
+            max_connections: 1000,
+            readiness_check_secs: 30,
+            backup_every: None,
+            backup_keep: 7,
             registration: Registration::Open,
             admin_email: "admin@voxflow.com".into(),
             admin_password: None,
@@ -447,6 +518,28 @@ mod tests {
             !c.llm_url_allowed("https://llm.internal/v1"),
             "a bad list allows nothing"
         );
+    }
+
+    #[test]
+    fn durations_are_numbers_with_units() {
+        use super::parse_duration;
+        use std::time::Duration;
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration(" 1h30m "), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("45S"), Ok(Duration::from_secs(45)));
+        for bad in [
+            "",
+            "24",
+            "h",
+            "0s",
+            "1w",
+            "1.5h",
+            "-1h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -29,9 +29,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 use api_keys::master::{self, MasterKeySource};
 use config::Config;
@@ -271,6 +275,8 @@ pub async fn start(
         Duration::from_secs(config.provider_timeout_secs),
         config.outbound_resolver(),
     );
+    let (config_header_timeout, max_connections) =
+        (config.header_timeout_secs, config.max_connections);
     let state = AppState {
         db,
         rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),
@@ -281,6 +287,7 @@ pub async fn start(
         vault: Arc::new(vault),
         http_client,
         dialing: Arc::default(),
+        readiness: Arc::default(),
     };
     // Phone runs left in progress are checked with Twilio in the
     // background (a slow Twilio must not delay the start): a live call
@@ -294,15 +301,29 @@ pub async fn start(
     ));
     let dialer = tokio::spawn(campaigns::dialer::run_periodically(state.clone()));
     let pruner = tokio::spawn(auth::rate_limit::prune_periodically(state.clone()));
+    let backups = state.config.backup_every.map(|every| {
+        tokio::spawn(db::backup::run_periodically(
+            state.config.data.db_path(),
+            config::backup_dir(&state.config.data.data_dir),
+            every,
+            state.config.backup_keep as usize,
+        ))
+    });
+    let health = tokio::spawn(db::health::watch(
+        state.db.clone(),
+        state.config.data.data_dir.clone(),
+        Duration::from_secs(state.config.readiness_check_secs),
+        Arc::clone(&state.readiness),
+    ));
     let db = state.db.clone();
     let app = http::router(state);
     let (tx, rx) = oneshot::channel::<()>();
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_secs(config_header_timeout),
+        max_connections: max_connections as usize,
+    };
     let task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = serve(listener, app, limits, async move {
             tokio::select! {
                 _ = rx => {}
                 _ = stop_signal => {}
@@ -313,6 +334,10 @@ pub async fn start(
         dialer.abort();
         reconciler.abort();
         pruner.abort();
+        health.abort();
+        if let Some(backups) = backups {
+            backups.abort();
+        }
         // Every request has finished: the log is folded into voxflow.db,
         // which alone is then the whole database (an operator may copy it).
         if let Err(err) = db
@@ -335,4 +360,107 @@ pub async fn start(
         shutdown: Some(tx),
         task,
     })
+}
+
+/// What `serve` bounds, from `--header-timeout-secs` and `--max-connections`.
+struct ConnectionLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// The accept loop (axum's `serve` offers neither a header read timeout
+/// nor a bound on connections). Each connection is served by hyper's
+/// HTTP/1 (the only version this server speaks) with upgrades, so
+/// WebSocket calls work; a connection slot is taken before `accept`, so
+/// past the bound new connections wait in the kernel's listen queue
+/// instead of costing memory here. On `stop` no connection is accepted
+/// any more, idle ones are closed, requests in flight finish, and the
+/// function returns once every connection has ended.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let next = async {
+            let slot = Arc::clone(&slots).acquire_owned().await;
+            (slot, listener.accept().await)
+        };
+        let (slot, accepted) = tokio::select! {
+            () = &mut stop => break,
+            got = next => got,
+        };
+        // The semaphore is never closed.
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors, say: wait instead of spinning
+                // on the error (the slot is given back meanwhile).
+                tracing::warn!(%err, "cannot accept a connection");
+                drop(slot);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, stopping) = (app.clone(), stopping_rx.clone());
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            serve_connection(stream, peer, app, header_timeout, stopping).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    // Every connection holds a slot until it ends: having them all back
+    // means every connection has ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    Ok(())
+}
+
+/// Serves one connection until it ends, or until `stopping` turns true
+/// and its requests in flight have been answered.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // Small answers go out at once instead of waiting on Nagle's timer.
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(Body::new);
+        // What `into_make_service_with_connect_info` gave handlers.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%err, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            changed = stopping.wait_for(|s| *s), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }

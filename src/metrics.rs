@@ -107,6 +107,10 @@ fn describe() {
         Unit::Seconds,
         "When this process last wrote a backup (Unix time)"
     );
+    describe_counter!(
+        "voxflow_backup_failures_total",
+        "Scheduled backups (--backup-every) that failed"
+    );
     describe_gauge!(
         "voxflow_backup_last_size_bytes",
         Unit::Bytes,

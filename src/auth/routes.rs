@@ -1,7 +1,7 @@
 //! `/api/auth/*`: register, login, logout, me, change-password.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -29,12 +29,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The cookie the web UI signs in with; API clients use the token in the body.
-/// `Secure` when the request came over HTTPS through a proxy that says so.
-fn session_cookie(token: &str, max_age_secs: u64, headers: &HeaderMap) -> Option<HeaderValue> {
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+/// `Secure` when the request came over HTTPS (through a trusted proxy that
+/// says so: see `ClientInfo`).
+fn session_cookie(token: &str, max_age_secs: u64, secure: bool) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
@@ -46,7 +43,6 @@ async fn start_session(
     state: &AppState,
     user: User,
     client: &ClientInfo,
-    headers: &HeaderMap,
     status: StatusCode,
 ) -> ApiResult<Response> {
     let ttl = state.config.session_ttl_hours;
@@ -73,7 +69,7 @@ async fn start_session(
         status,
         json!({ "token": session.token, "expires_at": session.expires_at, "user": fresh }),
     );
-    if let Some(cookie) = session_cookie(&session.token, u64::from(ttl) * 3600, headers) {
+    if let Some(cookie) = session_cookie(&session.token, u64::from(ttl) * 3600, client.https) {
         res.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(res)
@@ -92,7 +88,6 @@ pub(crate) struct RegisterBody {
 async fn register(
     State(state): State<AppState>,
     client: ClientInfo,
-    headers: HeaderMap,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> ApiResult<Response> {
     if state.config.registration == Registration::Closed {
@@ -169,7 +164,7 @@ async fn register(
         .await?
         .ok_or_else(|| ApiError::internal("registered user vanished"))?;
     tracing::info!(user_id = %user.id, "user registered");
-    start_session(&state, user, &client, &headers, StatusCode::CREATED).await
+    start_session(&state, user, &client, StatusCode::CREATED).await
 }
 
 #[derive(Deserialize)]
@@ -217,10 +212,9 @@ async fn throttled_verify(
 async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
-    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
-    let answer = check_login(&state, &client, &headers, body).await;
+    let answer = check_login(&state, &client, body).await;
     let outcome = match &answer {
         Ok(_) => "success",
         Err(e) => match e.code {
@@ -238,7 +232,6 @@ async fn login(
 async fn check_login(
     state: &AppState,
     client: &ClientInfo,
-    headers: &HeaderMap,
     body: LoginBody,
 ) -> ApiResult<Response> {
     // An address that cannot be an account still goes through the same
@@ -269,7 +262,7 @@ async fn check_login(
             "This account has been deactivated",
         ));
     }
-    start_session(state, user, client, headers, StatusCode::OK).await
+    start_session(state, user, client, StatusCode::OK).await
 }
 
 async fn logout(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {

@@ -135,6 +135,7 @@ pub async fn run_periodically(state: AppState) {
 fn dialer_client() -> ClientInfo {
     ClientInfo {
         ip: "unknown".into(),
+        https: false,
         user_agent: Some("VoxFlow campaign dialer".into()),
     }
 }

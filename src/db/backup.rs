@@ -3,9 +3,13 @@
 //! from a read-only connection, so it runs beside a live server without
 //! blocking its writers. A restore checks the file first, keeps the current
 //! database as a backup, and swaps the file in with a rename.
+//!
+//! `serve --backup-every` takes the same backups on a schedule
+//! (`run_periodically`), keeping the newest `--backup-keep`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -104,4 +108,136 @@ pub fn restore(db: &Path, backup_dir: &Path, file: &Path) -> Result<Restored, Db
         }
     }
     Ok(Restored { version, previous })
+}
+
+/// The label in the names of scheduled backups
+/// (`voxflow-20260102T030405Z-scheduled.db`); only these are pruned, never
+/// a manual or pre-migration backup.
+const SCHEDULED: &str = "scheduled";
+
+fn is_scheduled(name: &str) -> bool {
+    name.starts_with("voxflow-")
+        && (name.ends_with(&format!("-{SCHEDULED}.db"))
+            || name
+                .strip_suffix(".db")
+                .and_then(|n| n.rsplit_once(&format!("-{SCHEDULED}-")))
+                .is_some_and(|(_, n)| n.parse::<u32>().is_ok()))
+}
+
+/// The scheduled backups in `dir`, oldest first (their names sort by time).
+fn scheduled_backups(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(is_scheduled)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Takes one scheduled backup of `db` into `dir` and removes the oldest
+/// scheduled ones beyond `keep`. The copy is written under a `.partial`
+/// name and renamed when complete, so a backup cut short (a full disk, a
+/// crash) never looks like a good one. Runs on a read-only connection of
+/// its own (`VACUUM INTO` reads one snapshot): the server's writer goes on
+/// meanwhile.
+pub fn scheduled(db: &Path, dir: &Path, keep: usize) -> Result<PathBuf, DbError> {
+    fs::create_dir_all(dir).map_err(|source| DbError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let conn = open_connection(db, true)?;
+    let stamp: String =
+        conn.query_row("SELECT strftime('%Y%m%dT%H%M%SZ', 'now')", [], |r| r.get(0))?;
+    let mut path = dir.join(format!("voxflow-{stamp}-{SCHEDULED}.db"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = dir.join(format!("voxflow-{stamp}-{SCHEDULED}-{n}.db"));
+    }
+    let partial = path.with_extension("db.partial");
+    let _ = fs::remove_file(&partial);
+    let copied = conn
+        .execute("VACUUM INTO ?1", [partial.to_string_lossy().as_ref()])
+        .map_err(DbError::from)
+        .and_then(|_| {
+            fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| fs::rename(&partial, &path))
+                .map_err(|source| DbError::Io {
+                    path: path.clone(),
+                    source,
+                })
+        });
+    if let Err(err) = copied {
+        let _ = fs::remove_file(&partial);
+        return Err(err);
+    }
+    migrate::record_backup(&path);
+    let all = scheduled_backups(dir);
+    for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        if let Err(err) = fs::remove_file(old) {
+            tracing::warn!(%err, file = %old.display(), "cannot remove an old backup");
+        }
+    }
+    Ok(path)
+}
+
+/// How long after a failed scheduled backup the next one is tried, at
+/// most (a full disk freed, say).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(600);
+
+/// Takes a backup every `every` while the server runs. The first is due
+/// `every` after the newest scheduled backup already in `dir` (at once when
+/// there is none), so restarts do not postpone backups forever.
+pub async fn run_periodically(db: PathBuf, dir: PathBuf, every: Duration, keep: usize) {
+    let newest = scheduled_backups(&dir)
+        .last()
+        .and_then(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    let mut wait = newest
+        .and_then(|t| (t + every).duration_since(SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO);
+    loop {
+        tokio::time::sleep(wait).await;
+        let (db, dir) = (db.clone(), dir.clone());
+        let taken = tokio::task::spawn_blocking(move || scheduled(&db, &dir, keep)).await;
+        wait = every;
+        match taken {
+            Ok(Ok(path)) => tracing::info!(file = %path.display(), "scheduled backup written"),
+            Ok(Err(err)) => {
+                metrics::counter!("voxflow_backup_failures_total").increment(1);
+                tracing::error!(%err, "scheduled backup failed");
+                wait = every.min(RETRY_AFTER_FAILURE);
+            }
+            Err(err) => tracing::error!(%err, "scheduled backup did not finish"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_scheduled;
+
+    #[test]
+    fn only_scheduled_backups_are_pruned() {
+        assert!(is_scheduled("voxflow-20260102T030405Z-scheduled.db"));
+        assert!(is_scheduled("voxflow-20260102T030405Z-scheduled-2.db"));
+        for kept in [
+            "voxflow-20260102T030405Z-manual.db",
+            "voxflow-20260102T030405Z-before-v3-to-v4.db",
+            "voxflow-20260102T030405Z-scheduled.db.partial",
+            "voxflow-20260102T030405Z-scheduled-x.db",
+            "notes.txt",
+        ] {
+            assert!(!is_scheduled(kept), "{kept}");
+        }
+    }
 }

@@ -3,12 +3,15 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use std::net::IpAddr;
+
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, FieldError};
+use crate::config::NetList;
 
 /// A JSON body. Malformed JSON is a 400, wrong types name the field (400), a
 /// missing `Content-Type: application/json` is a 415, an oversized body a 413.
@@ -142,28 +145,122 @@ mod tests {
     }
 }
 
-/// The caller's address and user agent, for sessions, throttling and the
-/// audit log.
+/// The caller's address, scheme and user agent, for sessions, throttling,
+/// rate limits, the audit log and the cookie's `Secure` flag. Resolved once
+/// per request (`ClientInfo::resolve`, by `ops::request_id`): behind one of
+/// `VOXFLOW_TRUSTED_PROXIES` the client is the one `X-Forwarded-For` and
+/// `X-Forwarded-Proto` name; from anyone else those headers are ignored.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub ip: String,
+    /// Whether the client's request came over HTTPS (this server speaks
+    /// plain HTTP: only a trusted proxy's `X-Forwarded-Proto` says so).
+    pub https: bool,
     pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// Who sent a request that `peer` delivered with `headers`.
+    pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &NetList) -> ClientInfo {
+        let behind_proxy = peer.is_some_and(|p| trusted.contains(p));
+        let ip = peer.map(|p| {
+            if behind_proxy {
+                forwarded_client(p, headers, trusted)
+            } else {
+                p
+            }
+        });
+        // The nearest proxy's word: it saw the scheme its client used.
+        let https = behind_proxy
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        let user_agent = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        ClientInfo {
+            ip: ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
+            https,
+            user_agent,
+        }
+    }
+
+    /// The client's address, when known.
+    pub fn addr(&self) -> Option<IpAddr> {
+        self.ip.parse().ok()
+    }
+}
+
+/// The client behind trusted proxies: the nearest address in
+/// `X-Forwarded-For` that is not one of them (the entries before it could
+/// have been written by the client itself).
+fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &NetList) -> IpAddr {
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(*ip))
+        .unwrap_or(peer)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+        if let Some(client) = parts.extensions.get::<ClientInfo>() {
+            return Ok(client.clone());
+        }
+        // A router used without the layers (never the server's): the peer
+        // is the client.
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_string());
-        let user_agent = parts
-            .headers
-            .get(axum::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect());
-        Ok(ClientInfo { ip, user_agent })
+            .map(|c| c.0.ip());
+        Ok(ClientInfo::resolve(
+            peer,
+            &parts.headers,
+            &NetList::default(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_headers_count_only_from_a_trusted_proxy() {
+        let trusted = NetList::parse("10.0.0.0/8").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 203.0.113.7, 10.0.0.2"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        let behind = ClientInfo::resolve(Some(proxy), &h, &trusted);
+        assert_eq!(behind.ip, "203.0.113.7");
+        assert!(behind.https);
+        let direct = ClientInfo::resolve(Some(stranger), &h, &trusted);
+        assert_eq!(direct.ip, "198.51.100.1");
+        assert!(!direct.https);
+        let bare = ClientInfo::resolve(Some(proxy), &HeaderMap::new(), &trusted);
+        assert_eq!(bare.addr(), Some(proxy));
+        assert!(!bare.https);
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https, http"));
+        assert!(!ClientInfo::resolve(Some(proxy), &h, &trusted).https);
+        assert_eq!(ClientInfo::resolve(None, &h, &trusted).ip, "unknown");
     }
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub dialing: Arc<crate::campaigns::dialer::InFlight>,
     /// The request rate limits' buckets.
     pub rate_limits: Arc<crate::auth::rate_limit::RateLimits>,
+    /// What the periodic storage and database check last found.
+    pub readiness: Arc<crate::db::health::Readiness>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -228,10 +230,23 @@ fn closing(err: ApiError) -> Response {
 
 /// Headers every answer carries: the UI loads nothing from elsewhere (its
 /// AudioWorklet module included: worklets follow `script-src`), no page of
-/// ours may be framed, and only our pages may ask for the microphone.
+/// ours may be framed, and only our pages may ask for the microphone. Over
+/// HTTPS (a trusted proxy's word, see `ClientInfo`), browsers are told to
+/// come back over HTTPS only; over plain HTTP the header would be ignored
+/// and, on a server reached both ways, wrong.
 async fn security_headers(req: Request, next: Next) -> Response {
+    let https = req
+        .extensions()
+        .get::<extract::ClientInfo>()
+        .is_some_and(|c| c.https);
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -300,11 +315,15 @@ async fn liveness() -> Response {
 async fn readiness(State(s): State<AppState>) -> Response {
     let version = s.db.read(|c| migrate::current_version(c)).await.ok();
     let latest = migrate::latest_version();
-    let ready = version == Some(latest) && database_answers(&s.db).await;
+    // The periodic check's finding (storage full, writer stuck, a damaged
+    // file): a load balancer stops sending writes here until it passes.
+    let problem = s.readiness.problem();
+    let ready = version == Some(latest) && problem.is_none() && database_answers(&s.db).await;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "schema_version": version,
         "expected_schema_version": latest,
+        "problem": problem,
     });
     if ready {
         ok(StatusCode::OK, body)

@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use super::error::ApiError;
+use super::extract::ClientInfo;
 use super::AppState;
 use crate::auth::extract::AdminUser;
 use crate::auth::rate_limit::{client_ip, LoggedUser};
@@ -37,15 +38,19 @@ fn acceptable_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// Gives every request an `X-Request-Id` (the trusted proxy's, else a new
+/// Resolves the request's client (`ClientInfo`) and gives every request an `X-Request-Id` (the trusted proxy's, else a new
 /// UUID v4) and echoes it on the response. tower-http's `SetRequestId`
 /// keeps whatever id a request arrives with; an untrusted client's must be
 /// replaced, or it could forge the ids in our log.
 pub async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let trusted = req
+    let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .is_some_and(|c| state.config.trusted_proxies.contains(c.0.ip()));
+        .map(|c| c.0.ip());
+    let trusted = peer.is_some_and(|ip| state.config.trusted_proxies.contains(ip));
+    // Who the client is, decided once for every layer and handler after.
+    let client = ClientInfo::resolve(peer, req.headers(), &state.config.trusted_proxies);
+    req.extensions_mut().insert(client);
     let id = match req.headers().get(REQUEST_ID) {
         Some(v) if trusted && acceptable_id(v) => v.clone(),
         _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
@@ -167,8 +172,7 @@ fn log_response(res: &Response, latency: Duration, _span: &Span) {
 /// `GET /metrics`: the Prometheus text format, for the addresses in
 /// `VOXFLOW_METRICS_ALLOW` or an admin session; 403 for anyone else.
 pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
-    let allowed = client_ip(&req, &state.config.trusted_proxies)
-        .is_some_and(|ip| state.config.metrics_allow.contains(ip));
+    let allowed = client_ip(&req).is_some_and(|ip| state.config.metrics_allow.contains(ip));
     if !allowed {
         let (mut parts, _) = req.into_parts();
         if AdminUser::from_request_parts(&mut parts, &state)

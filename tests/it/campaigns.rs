@@ -9,7 +9,7 @@ use crate::auth::{call, delete, get, post};
 use crate::common::TestApp;
 use crate::phone::{ready_tenant, save_twilio, TwilioStub, PUBLIC};
 
-const BOUNDARY: &str = "----voxflow-test-boundary";
+pub const BOUNDARY: &str = "----voxflow-test-boundary";
 
 /// A `multipart/form-data` body of `(field, value)` parts; the part named
 /// `file` is sent as a file.

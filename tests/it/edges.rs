@@ -307,3 +307,251 @@ fn refused_start(dir: &std::path::Path) -> String {
     assert_eq!(out.status.code(), Some(2), "{err}");
     err
 }
+
+/// Sends one whole request on `s` (kept alive) and returns its status line.
+fn keep_alive_get(s: &mut TcpStream, path: &str) -> String {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: voxflow\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    said.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn eight_hundred_half_sent_headers_are_closed_by_the_header_timeout() {
+    let app = TestApp::start_with(|c| c.header_timeout_secs = 2).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut conns: Vec<TcpStream> = (0..800)
+            .map(|_| {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                write!(s, "GET /health HTTP/1.1\r\nHost: {addr}\r\nAccept: ").unwrap();
+                s
+            })
+            .collect();
+        conns
+            .iter_mut()
+            .map(|s| until_closed(s, Duration::from_secs(20)).is_some())
+            .filter(|closed| *closed)
+            .count()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    println!("800 half-sent heads closed in {took:?}");
+    assert_eq!(closed, 800, "connections left open past the header timeout");
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // The server serves on.
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_bound_wait_for_a_free_slot() {
+    let app = TestApp::start_with(|c| c.max_connections = 4).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        // Four kept-alive connections, each answered once: all four slots
+        // are taken.
+        let mut held: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                assert_eq!(keep_alive_get(&mut s, "/health/liveness"), "HTTP/1.1 200 OK");
+                s
+            })
+            .collect();
+        // A fifth client gets no answer while they stay open...
+        let mut fifth = TcpStream::connect(&addr).unwrap();
+        write!(fifth, "GET /health HTTP/1.1\r\nHost: voxflow\r\n\r\n").unwrap();
+        fifth
+            .set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let early = fifth.read(&mut buf);
+        assert!(
+            matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "answered past the bound: {early:?}"
+        );
+        // ...and its answer as soon as one of them closes.
+        drop(held.pop());
+        let said = until_closed_or_answered(&mut fifth);
+        assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+        // The others were never disturbed.
+        for s in &mut held {
+            assert_eq!(keep_alive_get(s, "/health/liveness"), "HTTP/1.1 200 OK");
+        }
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}
+
+/// The first bytes of an answer, waiting at most 10 s.
+fn until_closed_or_answered(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Logs in as `email` with the given forwarding headers; the status, the
+/// answer's headers and its body.
+async fn login_via(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    forwarded: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .json(&json!({ "email": email, "password": password }));
+    for (name, value) in forwarded {
+        req = req.header(*name, *value);
+    }
+    let res = req.send().await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    (status, headers, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Twenty wrong passwords (over twenty accounts, so no account locks)
+/// from the client `ip` as the proxy forwards it; the status of the 21st.
+async fn twenty_one_failures(app: &TestApp, ip: &str) -> Vec<u16> {
+    let mut seen = Vec::new();
+    for i in 0..21 {
+        let email = format!("nobody{i}-{ip}@example.com");
+        let headers = [("x-forwarded-for", ip)];
+        seen.push(login_via(app, &email, "Wr0ng-Password", &headers).await.0);
+    }
+    seen
+}
+
+fn set_cookie(headers: &reqwest::header::HeaderMap) -> String {
+    headers["set-cookie"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_throttled_audited_and_secure() {
+    let app = TestApp::start_with(|c| {
+        c.trusted_proxies = voxflow::config::NetList::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    // One client's twenty failures throttle that client only.
+    let first = twenty_one_failures(&app, "203.0.113.1").await;
+    assert!(first[..20].iter().all(|s| *s == 401), "{first:?}");
+    assert_eq!(first[20], 429, "{first:?}");
+    let (status, _, body) = login_via(
+        &app,
+        "someone@example.com",
+        "Wr0ng-Password",
+        &[("x-forwarded-for", "203.0.113.2")],
+    )
+    .await;
+    assert_eq!(status, 401, "another client is not throttled: {body}");
+
+    // The client's address in its session and in the audit log; its
+    // HTTPS (as the proxy says) in the cookie and in HSTS.
+    let forwarded = [
+        ("x-forwarded-for", "198.51.100.9"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let (status, headers, body) =
+        login_via(&app, crate::common::ADMIN_EMAIL, ADMIN_PASSWORD, &forwarded).await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = set_cookie(&headers);
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert_eq!(
+        headers["strict-transport-security"].to_str().unwrap(),
+        "max-age=31536000"
+    );
+    let admin = body["data"]["token"].as_str().unwrap().to_string();
+    let target = tenant(&app, "audited@example.com").await;
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/admin/users/{}", target.id)))
+        .bearer_auth(&admin)
+        .header("x-forwarded-for", "198.51.100.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let audit_ip: String = conn
+        .query_row(
+            "SELECT ip_address FROM admin_audit_logs WHERE action = 'delete_user' AND target_resource_id = ?1",
+            [&target.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audit_ip, "198.51.100.9");
+    let session_ips: Vec<String> = conn
+        .prepare("SELECT s.ip_address FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = ?1")
+        .unwrap()
+        .query_map([crate::common::ADMIN_EMAIL], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(session_ips, ["198.51.100.9"]);
+
+    // Plain HTTP at the proxy: no Secure cookie, no HSTS.
+    let (status, headers, _) = login_via(
+        &app,
+        crate::common::ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "http"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!set_cookie(&headers).contains("Secure"));
+    assert!(headers.get("strict-transport-security").is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn from_an_untrusted_peer_forwarding_headers_are_ignored() {
+    let app = TestApp::start().await;
+    // Each failure claims another client: all are the peer's, which the
+    // 21st throttles.
+    let mut seen = Vec::new();
+    for i in 0..21 {
+        let ip = format!("203.0.113.{}", i + 1);
+        let email = format!("nobody{i}@example.com");
+        seen.push(
+            login_via(&app, &email, "Wr0ng-Password", &[("x-forwarded-for", &ip)])
+                .await
+                .0,
+        );
+    }
+    assert_eq!(seen[20], 429, "{seen:?}");
+    assert!(seen[..20].iter().all(|s| *s == 401), "{seen:?}");
+    app.stop().await;
+
+    let app = TestApp::start().await;
+    let (status, headers, _) = login_via(
+        &app,
+        crate::common::ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!set_cookie(&headers).contains("Secure"));
+    assert!(headers.get("strict-transport-security").is_none());
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let ip: String = conn
+        .query_row("SELECT ip_address FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ip, "127.0.0.1");
+    app.stop().await;
+}

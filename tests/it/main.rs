@@ -18,6 +18,7 @@ mod ops;
 mod phone;
 mod properties;
 mod schema;
+mod storage;
 mod twilio_standin;
 mod ui;
 mod ui_voice;
