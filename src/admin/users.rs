@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
-use rusqlite::{types::Value as SqlValue, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -275,7 +275,7 @@ fn self_status() -> ApiError {
 /// writer's transaction, so two admins demoting each other at once cannot
 /// both succeed.
 fn keeps_an_admin(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     role: Option<&str>,
     is_active: Option<bool>,
@@ -308,7 +308,7 @@ fn keeps_an_admin(
 /// agents; a limit given in the same request is the admin's choice and
 /// wins. Deactivation ends the user's sessions.
 fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     c: &Checked,
     action: &str,
@@ -487,11 +487,7 @@ async fn change_user<F>(
     change: F,
 ) -> ApiResult<Option<User>>
 where
-    F: FnOnce(
-            &Transaction<'_>,
-            &User,
-            &dyn Fn(&str, Value) -> rusqlite::Result<()>,
-        ) -> ApiResult<()>
+    F: FnOnce(&Connection, &User, &dyn Fn(&str, Value) -> rusqlite::Result<()>) -> ApiResult<()>
         + Send
         + 'static,
 {
@@ -499,7 +495,7 @@ where
     state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let Some(before) = store::user_by_id(&tx, &id)? else {
                 return Err(ApiError::not_found("User"));
             };
@@ -582,7 +578,7 @@ async fn set_status(
 /// Sets the user's status, audited as `toggle_user_status`; deactivation
 /// ends the user's sessions.
 fn set_active(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     is_active: bool,
     audit: &dyn Fn(&str, Value) -> rusqlite::Result<()>,
