@@ -128,10 +128,12 @@ async fn list_users(
         "last_login" => "u.last_login",
         "subscription_tier" => "u.subscription_tier",
         "role" => "u.role",
+        "total_runs" => "t.total_runs",
+        "agent_count" => "t.agent_count",
         _ => {
             return Err(ApiError::field(
                 "sort_by",
-                "must be created_at, email, last_login, subscription_tier or role",
+                "must be created_at, email, last_login, subscription_tier, role, total_runs or agent_count",
             ))
         }
     };
@@ -146,10 +148,12 @@ async fn list_users(
             filters
                 .page_of(
                     c,
-                    "users u JOIN user_statistics s ON s.id = u.id
-                 JOIN current_month_usage m ON m.user_id = u.id",
+                    // The totals kept by triggers (version 12), read
+                    // directly so that their indexes serve the sort.
+                    "users u JOIN user_totals t ON t.user_id = u.id",
                     &format!(
-                        "{USER_COLUMNS}, s.agent_count, s.total_runs, m.tokens_used_this_month"
+                        "{USER_COLUMNS}, t.agent_count, t.total_runs,
+                         CASE WHEN t.month = strftime('%Y-%m', 'now') THEN round(t.month_tokens, 2) ELSE 0.0 END"
                     ),
                     &format!("{sort} {order}, u.rowid {order}"),
                     page,

@@ -22,4 +22,5 @@ mod twilio_standin;
 mod ui;
 mod ui_voice;
 mod usage;
+mod user_totals;
 mod voice;
