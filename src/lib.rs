@@ -82,7 +82,9 @@ async fn open_vault(db: &Db, config: &Config) -> Result<master::Unlocked, StartE
     let master_key = config.master_key.clone();
     let data_dir = config.data.data_dir.clone();
     Ok(db
-        .write(move |c| master::unlock(c, &MasterKeySource::new(master_key.as_ref(), &data_dir)))
+        .write_alone(move |c| {
+            master::unlock(c, &MasterKeySource::new(master_key.as_ref(), &data_dir))
+        })
         .await?)
 }
 
@@ -102,7 +104,7 @@ pub async fn open_and_migrate(config: &Config) -> Result<(Db, migrate::UpReport)
         return Err(DbError::Damaged(problems));
     }
     let backups: PathBuf = config::backup_dir(&config.data.data_dir);
-    let report = db.write(move |c| migrate::up(c, &backups)).await?;
+    let report = db.write_alone(move |c| migrate::up(c, &backups)).await?;
     Ok((db, report))
 }
 
@@ -341,7 +343,7 @@ pub async fn start(
         // Every request has finished: the log is folded into voxflow.db,
         // which alone is then the whole database (an operator may copy it).
         if let Err(err) = db
-            .write(|c| db::health::checkpoint(c).map_err(DbError::from))
+            .write_alone(|c| db::health::checkpoint(c).map_err(DbError::from))
             .await
         {
             tracing::warn!(%err, "cannot checkpoint the database at stop");

@@ -9,13 +9,17 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Upper bounds of the histograms' buckets, in seconds: from a fast read
 /// (1 ms) to the slowest request a client still waits for (an LLM turn).
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Upper bounds of the buckets of the writer's batch sizes (writes per
+/// commit; the writer takes at most 64).
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -28,7 +32,13 @@ pub fn handle() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new();
         // Buckets, not the exporter's default summaries: histograms can be
         // summed across scrapes and servers, quantiles cannot.
-        let builder = match builder.set_buckets(&BUCKETS) {
+        // The writer's batch sizes are counts of writes, up to its bound.
+        let builder = match builder.set_buckets(&BUCKETS).and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("voxflow_db_writer_batch_jobs".into()),
+                &BATCH_BUCKETS,
+            )
+        }) {
             Ok(b) => b,
             Err(err) => {
                 tracing::warn!(%err, "metrics: histogram buckets refused; using summaries");
@@ -77,6 +87,10 @@ fn describe() {
         "voxflow_db_writer_wait_seconds",
         Unit::Seconds,
         "Time a database write waited in the writer's queue before it started"
+    );
+    describe_histogram!(
+        "voxflow_db_writer_batch_jobs",
+        "Writes carried by one commit of the writer (group commit)"
     );
     describe_gauge!(
         "voxflow_calls_active",

@@ -122,20 +122,23 @@ fn overview_of(c: &Connection) -> ApiResult<Value> {
     )?;
     let by_role = counts(c, "SELECT role, count(*) FROM users GROUP BY role", &ROLES)?;
     let agents: i64 = c.query_row("SELECT count(*) FROM agents", [], |r| r.get(0))?;
+    // The runs by status from the per-user totals kept by triggers (version
+    // 12): one row per user rather than a pass over every run.
     let runs = c.query_row(
-                "SELECT count(*), coalesce(sum(status = 'completed'), 0),
-                        coalesce(sum(status = 'in_progress'), 0), coalesce(sum(status = 'failed'), 0)
-                 FROM agent_runs",
-                [],
-                |r| {
-                    Ok(json!({
-                        "total": r.get::<_, i64>(0)?,
-                        "completed": r.get::<_, i64>(1)?,
-                        "in_progress": r.get::<_, i64>(2)?,
-                        "failed": r.get::<_, i64>(3)?,
-                    }))
-                },
-            )?;
+        "SELECT coalesce(sum(total_runs + runs_in_progress + runs_failed), 0),
+                        coalesce(sum(total_runs), 0), coalesce(sum(runs_in_progress), 0),
+                        coalesce(sum(runs_failed), 0)
+                 FROM user_totals",
+        [],
+        |r| {
+            Ok(json!({
+                "total": r.get::<_, i64>(0)?,
+                "completed": r.get::<_, i64>(1)?,
+                "in_progress": r.get::<_, i64>(2)?,
+                "failed": r.get::<_, i64>(3)?,
+            }))
+        },
+    )?;
     let this_month = c.query_row(
         "SELECT round(coalesce(sum(tokens_used_this_month), 0), 2),
                         coalesce(sum(calls_this_month), 0), coalesce(sum(duration_this_month), 0)

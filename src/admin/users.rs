@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
-use rusqlite::{types::Value as SqlValue, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -128,10 +128,12 @@ async fn list_users(
         "last_login" => "u.last_login",
         "subscription_tier" => "u.subscription_tier",
         "role" => "u.role",
+        "total_runs" => "t.total_runs",
+        "agent_count" => "t.agent_count",
         _ => {
             return Err(ApiError::field(
                 "sort_by",
-                "must be created_at, email, last_login, subscription_tier or role",
+                "must be created_at, email, last_login, subscription_tier, role, total_runs or agent_count",
             ))
         }
     };
@@ -146,10 +148,12 @@ async fn list_users(
             filters
                 .page_of(
                     c,
-                    "users u JOIN user_statistics s ON s.id = u.id
-                 JOIN current_month_usage m ON m.user_id = u.id",
+                    // The totals kept by triggers (version 12), read
+                    // directly so that their indexes serve the sort.
+                    "users u JOIN user_totals t ON t.user_id = u.id",
                     &format!(
-                        "{USER_COLUMNS}, s.agent_count, s.total_runs, m.tokens_used_this_month"
+                        "{USER_COLUMNS}, t.agent_count, t.total_runs,
+                         CASE WHEN t.month = strftime('%Y-%m', 'now') THEN round(t.month_tokens, 2) ELSE 0.0 END"
                     ),
                     &format!("{sort} {order}, u.rowid {order}"),
                     page,
@@ -275,7 +279,7 @@ fn self_status() -> ApiError {
 /// writer's transaction, so two admins demoting each other at once cannot
 /// both succeed.
 fn keeps_an_admin(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     role: Option<&str>,
     is_active: Option<bool>,
@@ -308,7 +312,7 @@ fn keeps_an_admin(
 /// agents; a limit given in the same request is the admin's choice and
 /// wins. Deactivation ends the user's sessions.
 fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     c: &Checked,
     action: &str,
@@ -487,11 +491,7 @@ async fn change_user<F>(
     change: F,
 ) -> ApiResult<Option<User>>
 where
-    F: FnOnce(
-            &Transaction<'_>,
-            &User,
-            &dyn Fn(&str, Value) -> rusqlite::Result<()>,
-        ) -> ApiResult<()>
+    F: FnOnce(&Connection, &User, &dyn Fn(&str, Value) -> rusqlite::Result<()>) -> ApiResult<()>
         + Send
         + 'static,
 {
@@ -499,7 +499,7 @@ where
     state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let Some(before) = store::user_by_id(&tx, &id)? else {
                 return Err(ApiError::not_found("User"));
             };
@@ -582,7 +582,7 @@ async fn set_status(
 /// Sets the user's status, audited as `toggle_user_status`; deactivation
 /// ends the user's sessions.
 fn set_active(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     before: &User,
     is_active: bool,
     audit: &dyn Fn(&str, Value) -> rusqlite::Result<()>,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rusqlite::{params, params_from_iter, TransactionBehavior};
+use rusqlite::{params, params_from_iter};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -101,7 +101,7 @@ async fn create_agent(
     let (agent, limits) = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // The enforce_agent_limit trigger decides; SQLite's single writer
             // means nobody can insert between its count and this insert.
             let inserted = tx.query_row(
@@ -226,7 +226,7 @@ async fn update_agent(
     let agent = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let Some(before) = owned_agent(&tx, &user_id, &id)? else {
                 return Err(ApiError::not_found("Agent"));
             };
@@ -318,7 +318,7 @@ async fn delete_agent(
     let deleted = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let Some(agent) = owned_agent(&tx, &user_id, &id)? else {
                 return Err(ApiError::not_found("Agent"));
             };

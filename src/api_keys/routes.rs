@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -266,7 +266,7 @@ async fn save(
             let sealed =
                 store::seal(&vault, &user_id, provider, &secret).map_err(ApiError::internal)?;
             drop(secret);
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let replaced = store::upsert(&tx, &user_id, provider, &sealed)?;
             audit::record(
                 &tx,
@@ -302,7 +302,7 @@ async fn remove(
     let status = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if !store::delete(&tx, &user_id, provider)? {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,

@@ -1,7 +1,7 @@
 //! SQL over `users` and `sessions`, owned by the auth area. Other areas ask
 //! these functions for a user's facts instead of reading the tables.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use crate::crypto::sha256_hex;
@@ -126,7 +126,7 @@ pub fn upsert_admin(
     password_hash: &str,
 ) -> rusqlite::Result<bool> {
     let enterprise = tiers::tier("enterprise").unwrap_or(&tiers::TIERS[2]);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let created = match user_id_by_email(&tx, email)? {
         Some(id) => {
             tx.execute(
@@ -171,7 +171,7 @@ pub fn set_password(
     password_hash: &str,
     keep_session: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let n = tx.execute(
         "UPDATE users SET password_hash = ?2 WHERE id = ?1",
         params![user_id, password_hash],
@@ -200,7 +200,7 @@ pub fn create_session(
     user_agent: Option<&str>,
 ) -> rusqlite::Result<NewSession> {
     let token = hex::encode(crate::crypto::random_bytes::<32>());
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let expires_at: String = tx.query_row(
         "INSERT INTO sessions (user_id, token_hash, expires_at, ip_address, user_agent)
          VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3), ?4, ?5)

@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use rusqlite::TransactionBehavior;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -158,7 +157,7 @@ pub(crate) fn twilio_error(err: &twilio::CallError) -> ApiError {
 /// Twilio account about to place it) and audits it, inside the caller's
 /// write transaction; `(run_id, run_number)`.
 pub(crate) fn insert_phone_run(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     setup: &PhoneSetup,
     user_id: &str,
     agent: &crate::agents::Agent,
@@ -294,7 +293,7 @@ async fn phone_start(
         state
             .db
             .write(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = c.savepoint()?;
                 let agent = startable_agent(&tx, &user_id, &agent_id)?;
                 let ids = insert_phone_run(&tx, &setup, &user_id, &agent, &number, None, &client)?;
                 tx.commit()?;

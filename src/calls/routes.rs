@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use rusqlite::TransactionBehavior;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -217,7 +216,7 @@ async fn web_start(
     let (run_id, run_number, agent, greeting) = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // Checked again: the agent may have gone, or a call ended and
             // spent the quota, since the read above.
             let agent = startable_agent(&tx, &user_id, &agent_id)?;
@@ -351,7 +350,7 @@ async fn web_message(
     state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // The provider answered, so it charged: the turn's usage is
             // recorded even when the run ended while the LLM was thinking.
             if store::owned_run(&tx, &user_id, &run_id)?.is_some() {
@@ -362,8 +361,10 @@ async fn web_message(
             let mut turns = match live_run(&tx, &user_id, &run_id) {
                 Ok(found) => found.transcript,
                 Err(refused) => {
+                    // Answered as a success of the write, so that the
+                    // recorded usage is kept (a failing write is rolled back).
                     tx.commit()?;
-                    return Err(refused);
+                    return Ok(Err(refused));
                 }
             };
             let replied_at = store::now(&tx)?;
@@ -371,9 +372,9 @@ async fn web_message(
             turns.push(Turn::new("assistant", reply.text, replied_at));
             store::save_transcript(&tx, &run_id, &turns)?;
             tx.commit()?;
-            Ok::<_, ApiError>(())
+            Ok::<_, ApiError>(Ok(()))
         })
-        .await?;
+        .await??;
     // `message` is the first edition's name for the reply (its web page
     // reads `data.message`); `response` is ours.
     Ok(ok(
@@ -464,7 +465,7 @@ async fn end_web_call_for_quota(
     let ended = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             live_run(&tx, &user_id, &run_id)?;
             let Some((detail, refusal)) = end_for_quota(&tx, &user_id, &run_id)? else {
                 return Err(ApiError::conflict(
@@ -503,7 +504,7 @@ async fn web_end(
     let ended = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let live = live_run(&tx, &user_id, &run_id)?;
             // The server's clock measures the call; the client's duration
             // is not even read.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use super::store::{self, Disposition, Finish, Measure, Outcome};
 use super::{ABANDONED, MAX_DURATION};
@@ -23,7 +23,7 @@ pub fn close_idle_runs(conn: &mut Connection, idle_secs: u64) -> rusqlite::Resul
     let idle = i64::try_from(idle_secs).unwrap_or(i64::MAX);
     // One transaction: a message landing between the look and the close
     // cannot have its run closed under it.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.savepoint()?;
     let idle_runs: Vec<String> = tx
         .prepare_cached(
             "SELECT id FROM agent_runs

@@ -9,7 +9,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Router};
-use rusqlite::TransactionBehavior;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm, AgentReply};
@@ -275,7 +274,7 @@ async fn append_turns(
     state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let found = store::run_with_owner(&tx, &run_id)?;
             if let (Some(_), Some((owner, usage))) = (&found, &usage) {
                 store::record_llm_turn(&tx, &run_id, owner, usage)?;
@@ -425,7 +424,7 @@ async fn quota_spent(state: &AppState, hook: &Hook) -> Result<bool, Response> {
     let ended = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if !quota_spent_during(&tx, &owner, &run_id)? {
                 return Ok(false);
             }

@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use rusqlite::TransactionBehavior;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -1063,7 +1062,7 @@ async fn amend_last_answer(call: &Call, heard: String) -> Result<(), ApiError> {
     call.state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if let Some(found) = store::owned_run(&tx, &user_id, &run_id)? {
                 let mut all = found.transcript;
                 if let Some(last) = all.last_mut().filter(|t| t.role == "assistant") {
@@ -1089,7 +1088,7 @@ async fn save_turns(
     call.state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if let Some(usage) = &usage {
                 // The provider answered, so it charged.
                 store::record_llm_turn(&tx, &run_id, &user_id, usage)?;

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::TransactionBehavior;
 use tokio::sync::Notify;
 
 use super::store::{self, Claim, Claimed, Running};
@@ -185,7 +184,7 @@ async fn dial_once(state: &AppState, pacer: &Arc<Pacer>) -> Result<(), ApiError>
             state
                 .db
                 .write(move |c| {
-                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let tx = c.savepoint()?;
                     let claimed = store::claim_next(
                         &tx,
                         &id,

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Router};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -310,7 +310,7 @@ async fn create_campaign(
         .db
         .write(move |c| {
             // One transaction: the campaign and all its contacts, or nothing.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if owned_agent(&tx, &user_id, &agent_id)?.is_none() {
                 return Err(ApiError::not_found("Agent"));
             }
@@ -567,7 +567,7 @@ async fn transition(
     let updated = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // Read again under the write lock: another request may have
             // moved it since.
             let before = find(&tx, &user_id, &id)?;
@@ -616,7 +616,7 @@ async fn delete_campaign(
     let deleted = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let campaign = find(&tx, &user_id, &id)?;
             if campaign.state == "running" {
                 return Err(ApiError::conflict(

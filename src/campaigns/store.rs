@@ -4,7 +4,7 @@
 //! that decides whether anyone may be called now.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -209,7 +209,7 @@ pub fn campaign_runs(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Campai
 /// Inserts a campaign and its contacts (in the caller's transaction);
 /// its id.
 pub fn insert_campaign(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     name: &str,
     agent_id: &str,
@@ -383,7 +383,7 @@ const CANDIDATES_PER_CLAIM: i64 = 50;
 /// caller looked (a pause, a deactivation, a spent quota) decides here, so
 /// it takes effect before the next dial.
 pub fn claim_next(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     campaign_id: &str,
     setup: &PhoneSetup,
     client: &ClientInfo,

@@ -43,10 +43,244 @@ pub enum DbError {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// The most writes one commit carries, and the longest a batch keeps
+/// taking more: enough to share one fsync among many concurrent requests,
+/// small enough that the first write of a batch never waits long for it.
+const MAX_BATCH_JOBS: usize = 64;
+const MAX_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// What the writer thread takes from its queue.
+enum WriterJob {
+    /// A write that runs inside the writer's batch transaction, in its own
+    /// savepoint.
+    Batched(Box<dyn BatchedWrite>),
+    /// A job that manages its own transaction (or runs outside any: VACUUM
+    /// INTO, checkpoints, migrations); it runs between batches.
+    Alone(Job),
+}
+
+/// Why a batch's writes were not made durable: kept as a code and a
+/// message, so that each job of the batch gets its own copy of the error
+/// (a `rusqlite::Error` cannot be cloned).
+#[derive(Debug)]
+struct BatchFailure {
+    code: rusqlite::ffi::Error,
+    message: String,
+}
+
+impl BatchFailure {
+    fn from_sqlite(err: &rusqlite::Error) -> BatchFailure {
+        match err {
+            rusqlite::Error::SqliteFailure(code, message) => BatchFailure {
+                code: *code,
+                message: message.clone().unwrap_or_else(|| code.to_string()),
+            },
+            other => BatchFailure {
+                code: rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    fn to_error(&self) -> DbError {
+        DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            self.code,
+            Some(self.message.clone()),
+        ))
+    }
+}
+
+/// A write waiting in, or running inside, a batch. `run` runs it and keeps
+/// its result; `answer` hands that result to its caller once the batch's
+/// commit is decided, so that nobody hears "done" before the disk has it.
+trait BatchedWrite: Send {
+    /// Runs the write; true when it succeeded (its savepoint is kept).
+    fn run(&mut self, conn: &mut Connection) -> bool;
+    /// Answers the caller: its own error if it failed, else the batch's
+    /// failure if the commit failed, else its result.
+    fn answer(self: Box<Self>, commit: Result<(), &BatchFailure>);
+}
+
+struct Pending<T, E, F> {
+    f: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+    queued: Option<Queued>,
+}
+
+impl<T, E, F> BatchedWrite for Pending<T, E, F>
+where
+    F: FnOnce(&mut Connection) -> Result<T, E> + Send,
+    T: Send,
+    E: From<DbError> + Send,
+{
+    fn run(&mut self, conn: &mut Connection) -> bool {
+        if let Some(queued) = self.queued.take() {
+            queued.leave();
+        }
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = f(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), &BatchFailure>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Err(failure)) => Err(E::from(failure.to_error())),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            // Not run, and yet no failure: cannot happen, as a batch only
+            // answers jobs it ran or failed; said as an error all the same.
+            (None, Ok(())) => Err(E::from(DbError::WorkerGone)),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Runs jobs on the writer connection: each batched write in its own
+/// savepoint inside one transaction per batch, each lone job by itself.
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<WriterJob>) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            WriterJob::Alone(job) => run_guarded("voxflow-db-writer", &mut conn, job),
+            WriterJob::Batched(first) => next = run_batch(&mut conn, first, &jobs),
+        }
+    }
+}
+
+/// One group commit: takes `first` and whatever writes are already waiting
+/// (up to the bounds), runs each in its own savepoint, commits once, then
+/// answers all of them. Returns a lone job met in the queue, to run next.
+fn run_batch(
+    conn: &mut Connection,
+    first: Box<dyn BatchedWrite>,
+    jobs: &mpsc::Receiver<WriterJob>,
+) -> Option<WriterJob> {
+    let started = std::time::Instant::now();
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        first.answer(Err(&BatchFailure::from_sqlite(&err)));
+        return None;
+    }
+    let mut ran: Vec<Box<dyn BatchedWrite>> = Vec::new();
+    let mut job = first;
+    let leftover = loop {
+        if let Some(done) = run_in_savepoint(conn, job) {
+            ran.push(done);
+        }
+        if conn.is_autocommit() {
+            // The transaction ended under a job: SQLite rolls a whole
+            // transaction back on some errors (SQLITE_FULL, IOERR, NOMEM),
+            // taking the batch's earlier writes with it. They are answered
+            // as failed, never as done.
+            let failure = lost_batch(conn);
+            for job in ran {
+                job.answer(Err(&failure));
+            }
+            return None;
+        }
+        if ran.len() >= MAX_BATCH_JOBS || started.elapsed() >= MAX_BATCH_TIME {
+            break None;
+        }
+        match jobs.try_recv() {
+            Ok(WriterJob::Batched(more)) => job = more,
+            Ok(alone) => break Some(alone),
+            Err(_) => break None,
+        }
+    };
+    let committed = conn.execute_batch("COMMIT").map_err(|err| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        BatchFailure::from_sqlite(&err)
+    });
+    metrics::histogram!("voxflow_db_writer_batch_jobs").record(ran.len() as f64);
+    for job in ran {
+        job.answer(committed.as_ref().map(|_| ()));
+    }
+    leftover
+}
+
+/// Runs one write in its own savepoint: a failing write rolls back its own
+/// changes and nothing else. Returns the job to answer after the commit, or
+/// None when it was answered already or panicked (its caller then sees the
+/// writer's answer dropped, as before batching).
+fn run_in_savepoint(
+    conn: &mut Connection,
+    mut job: Box<dyn BatchedWrite>,
+) -> Option<Box<dyn BatchedWrite>> {
+    if let Err(err) = conn
+        .prepare_cached("SAVEPOINT voxflow_job")
+        .and_then(|mut s| s.execute([]))
+    {
+        job.answer(Err(&BatchFailure::from_sqlite(&err)));
+        return None;
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| job.run(conn)));
+    if conn.is_autocommit() {
+        // The savepoint went with the transaction (see run_batch).
+        return outcome.is_ok().then_some(job);
+    }
+    let ended = match outcome {
+        Ok(true) => conn
+            .prepare_cached("RELEASE voxflow_job")
+            .and_then(|mut s| s.execute([])),
+        Ok(false) | Err(_) => conn
+            .prepare_cached("ROLLBACK TO voxflow_job")
+            .and_then(|mut s| s.execute([]))
+            .and_then(|_| {
+                conn.prepare_cached("RELEASE voxflow_job")
+                    .and_then(|mut s| s.execute([]))
+            }),
+    };
+    if let Err(err) = ended {
+        tracing::error!(%err, "cannot close a write's savepoint");
+    }
+    match outcome {
+        Ok(_) => Some(job),
+        Err(_) => {
+            tracing::error!("a database write panicked; its changes were rolled back");
+            None
+        }
+    }
+}
+
+/// The error for writes whose batch transaction SQLite rolled back under
+/// them. When the file has reached its size cap, it is the cap (SQLITE_FULL,
+/// which callers report as full storage); otherwise an abort to retry.
+fn lost_batch(conn: &Connection) -> BatchFailure {
+    let at_cap = conn
+        .query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) >= (SELECT max_page_count FROM pragma_max_page_count())",
+            [],
+            |r| r.get::<_, bool>(0),
+        )
+        .unwrap_or(false);
+    let code = if at_cap {
+        rusqlite::ffi::SQLITE_FULL
+    } else {
+        rusqlite::ffi::SQLITE_ABORT
+    };
+    BatchFailure {
+        code: rusqlite::ffi::Error::new(code),
+        message: "rolled back with its batch: a write beside it ended the transaction".into(),
+    }
+}
+
 /// A cloneable handle to the writer and reader threads.
 #[derive(Clone)]
 pub struct Db {
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<WriterJob>,
     readers: mpsc::Sender<Job>,
     path: Arc<PathBuf>,
 }
@@ -108,6 +342,14 @@ pub fn open_connection(path: &Path, read_only: bool) -> Result<Connection, DbErr
     Ok(conn)
 }
 
+/// Runs one job, surviving its panic: its caller sees a dropped answer,
+/// everyone else carries on.
+fn run_guarded(worker: &str, conn: &mut Connection, job: Job) {
+    if catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
+        tracing::error!(%worker, "a database job panicked");
+    }
+}
+
 fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let spawned = thread::Builder::new()
         .name(name.clone())
@@ -119,11 +361,7 @@ fn spawn_worker(name: String, mut conn: Connection, jobs: Arc<Mutex<mpsc::Receiv
                     Err(_) => break,
                 }
             };
-            // A panicking job must not take the connection down with it: its
-            // caller sees a dropped answer, everyone else carries on.
-            if catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-                tracing::error!(worker = %name, "a database job panicked");
-            }
+            run_guarded(&name, &mut conn, job);
         });
     if let Err(err) = spawned {
         tracing::error!(%err, "cannot start a database thread");
@@ -151,12 +389,14 @@ impl Db {
             let pages = i64::try_from(max).unwrap_or(i64::MAX) / page_size.max(1);
             writer_conn.pragma_update(None, "max_page_count", pages)?;
         }
-        let (writer, writer_rx) = mpsc::channel::<Job>();
-        spawn_worker(
-            "voxflow-db-writer".into(),
-            writer_conn,
-            Arc::new(Mutex::new(writer_rx)),
-        );
+        let (writer, writer_rx) = mpsc::channel::<WriterJob>();
+        thread::Builder::new()
+            .name("voxflow-db-writer".into())
+            .spawn(move || writer_loop(writer_conn, writer_rx))
+            .map_err(|source| DbError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
 
         let (readers_tx, readers_rx) = mpsc::channel::<Job>();
         let readers_rx = Arc::new(Mutex::new(readers_rx));
@@ -189,21 +429,52 @@ impl Db {
         rx.await.map_err(|_| E::from(DbError::WorkerGone))?
     }
 
-    /// Runs `f` on the writer connection. Use a transaction inside `f` when it
-    /// writes more than one statement. The writer is the one queue every
-    /// write waits in, so its depth and each write's wait are measured.
+    /// Runs `f` on the writer connection, inside the writer's current batch
+    /// transaction and in a savepoint of its own: an error from `f` rolls
+    /// back what `f` wrote and nothing else; the answer comes once the
+    /// commit holding the write is on disk. `f` must not BEGIN or COMMIT
+    /// (it may nest savepoints, `Connection::savepoint`); what needs its
+    /// own transaction goes through [`Db::write_alone`]. The writer is the
+    /// one queue every write waits in, so its depth and each write's wait
+    /// are measured.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            f: Some(f),
+            result: None,
+            reply,
+            queued: Some(Queued::enter()),
+        };
+        self.writer
+            .send(WriterJob::Batched(Box::new(pending)))
+            .map_err(|_| E::from(DbError::WorkerGone))?;
+        rx.await.map_err(|_| E::from(DbError::WorkerGone))?
+    }
+
+    /// Runs `f` on the writer connection by itself, between batches and
+    /// outside any transaction: for migrations, `VACUUM INTO`, checkpoints
+    /// and whatever opens its own transaction.
+    pub async fn write_alone<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let queued = Queued::enter();
-        Self::run(&self.writer, move |conn| {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
             queued.leave();
-            f(conn)
-        })
-        .await
+            let _ = tx.send(f(conn));
+        });
+        self.writer
+            .send(WriterJob::Alone(job))
+            .map_err(|_| E::from(DbError::WorkerGone))?;
+        rx.await.map_err(|_| E::from(DbError::WorkerGone))?
     }
 
     /// Runs `f` on one of the read-only connections.
@@ -214,5 +485,152 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         Self::run(&self.readers, f).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending<T, F>(f: F) -> (Box<dyn BatchedWrite>, oneshot::Receiver<Result<T, DbError>>)
+    where
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Pending {
+            f: Some(f),
+            result: None,
+            reply,
+            queued: None,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn insert(name: &'static str) -> impl FnOnce(&mut Connection) -> Result<i64, DbError> {
+        move |c| {
+            c.execute("INSERT INTO t (name) VALUES (?1)", [name])?;
+            Ok(c.last_insert_rowid())
+        }
+    }
+
+    fn fixture() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("t.db"), false).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                             parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT name FROM t ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_write_rolls_back_only_itself_and_gets_its_own_error() {
+        let (_dir, mut conn) = fixture();
+        let (tx, rx) = mpsc::channel();
+        let (first, a) = pending(insert("a"));
+        // Writes one row, then fails on a duplicate: both must be undone.
+        let (failing, b) = pending(|c| {
+            c.execute("INSERT INTO t (name) VALUES ('half')", [])?;
+            c.execute("INSERT INTO t (name) VALUES ('a')", [])?;
+            Ok(0)
+        });
+        let (third, c) = pending(insert("c"));
+        tx.send(WriterJob::Batched(failing)).unwrap();
+        tx.send(WriterJob::Batched(third)).unwrap();
+
+        assert!(run_batch(&mut conn, first, &rx).is_none());
+
+        // One batch took all three (the queue is empty) and answered each.
+        assert!(rx.try_recv().is_err());
+        assert_eq!(a.blocking_recv().unwrap().unwrap(), 1);
+        match b.blocking_recv().unwrap() {
+            Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))) => {
+                assert_eq!(e.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+            }
+            other => panic!("the failing write got {other:?}"),
+        }
+        assert!(c.blocking_recv().unwrap().is_ok());
+        assert!(conn.is_autocommit(), "the batch was committed");
+        assert_eq!(names(&conn), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_write_of_the_batch() {
+        let (_dir, mut conn) = fixture();
+        let (tx, rx) = mpsc::channel();
+        let (first, a) = pending(insert("a"));
+        // A deferred foreign key is checked at COMMIT only: the commit fails.
+        let (dangling, b) = pending(|c| {
+            c.execute("INSERT INTO t (name, parent) VALUES ('b', 42)", [])?;
+            Ok(0)
+        });
+        tx.send(WriterJob::Batched(dangling)).unwrap();
+
+        assert!(run_batch(&mut conn, first, &rx).is_none());
+
+        for answer in [a.blocking_recv().unwrap(), b.blocking_recv().unwrap()] {
+            match answer {
+                Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))) => {
+                    assert_eq!(e.code, rusqlite::ErrorCode::ConstraintViolation)
+                }
+                other => panic!("a write of the failed batch got {other:?}"),
+            }
+        }
+        assert!(conn.is_autocommit(), "the failed batch was rolled back");
+        assert!(names(&conn).is_empty());
+    }
+
+    #[test]
+    fn a_lone_job_in_the_queue_ends_the_batch_and_runs_after_its_commit() {
+        let (_dir, mut conn) = fixture();
+        let (tx, rx) = mpsc::channel();
+        let (first, a) = pending(insert("a"));
+        let (later, b) = pending(insert("b"));
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        tx.send(WriterJob::Alone(Box::new(move |c: &mut Connection| {
+            // Alone: outside any transaction, where BEGIN is allowed.
+            let _ = seen_tx.send((c.is_autocommit(), names(c)));
+        })))
+        .unwrap();
+        tx.send(WriterJob::Batched(later)).unwrap();
+
+        let Some(WriterJob::Alone(job)) = run_batch(&mut conn, first, &rx) else {
+            panic!("the lone job was not handed back");
+        };
+        assert!(a.blocking_recv().unwrap().is_ok());
+        job(&mut conn);
+        assert_eq!(seen_rx.recv().unwrap(), (true, vec!["a".to_string()]));
+        let Ok(WriterJob::Batched(later)) = rx.try_recv() else {
+            panic!("the write after the lone job was lost");
+        };
+        assert!(run_batch(&mut conn, later, &rx).is_none());
+        assert!(b.blocking_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_panicking_write_rolls_back_and_its_neighbours_commit() {
+        let (_dir, mut conn) = fixture();
+        let (tx, rx) = mpsc::channel();
+        let (first, a) = pending(insert("a"));
+        let (panics, b) = pending(|c| -> Result<i64, DbError> {
+            c.execute("INSERT INTO t (name) VALUES ('p')", [])?;
+            panic!("a bug in a write");
+        });
+        tx.send(WriterJob::Batched(panics)).unwrap();
+        assert!(run_batch(&mut conn, first, &rx).is_none());
+        assert!(a.blocking_recv().unwrap().is_ok());
+        assert!(b.blocking_recv().is_err(), "its answer was dropped");
+        assert_eq!(names(&conn), ["a"]);
     }
 }

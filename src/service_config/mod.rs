@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -233,7 +233,7 @@ async fn save_config(
     let saved = state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let before = load(&tx, &user_id)?;
             let next = merge(before.clone(), body)?;
             if let Some(url) = next.llm_base_url.as_deref() {

@@ -76,7 +76,7 @@ async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiRe
         .db
         .read(move |c| {
             // One snapshot, so the totals and the series agree.
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let month = store::month_usage(&tx, &user_id)?;
             let limits = LimitsInfo::read(&tx, &user_id)?;
             let daily = daily_series(&tx, &user_id)?;

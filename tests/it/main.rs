@@ -23,5 +23,6 @@ mod twilio_standin;
 mod ui;
 mod ui_voice;
 mod usage;
+mod user_totals;
 mod voice;
 mod voice_onprem;
