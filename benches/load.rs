@@ -650,6 +650,7 @@ fn direct_web_call(
     let mut conn = copy_of(db, copy)?;
     let client = voxflow::http::extract::ClientInfo {
         ip: "127.0.0.1".into(),
+        https: false,
         user_agent: None,
     };
     let start = Instant::now();

@@ -990,7 +990,7 @@ async fn finish(
     call.state
         .db
         .write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let finish = Finish {
                 outcome: Outcome::Completed,
                 disposition,

@@ -102,7 +102,9 @@ async fn check(db: &Db, dir: &Path, thorough: bool) -> Option<String> {
         Ok(Err(problem)) => return Some(problem),
         Err(_) => return Some("the storage probe did not finish".into()),
     }
-    let writer = db.write(|c| {
+    // Alone, not batched: a batch is already inside a transaction, and the
+    // probe must show that the writer can take the write lock itself.
+    let writer = db.write_alone(|c| {
         c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(DbError::from)
     });
