@@ -6,7 +6,13 @@
 //!
 //! It starts VoxFlow in-process on 127.0.0.1 with a temporary data folder;
 //! every scenario is bounded in requests and in time and stops by itself.
+//!
+//! `voxflow-bench voice` measures voice calls instead (see `voice.rs`).
 #![forbid(unsafe_code)]
+
+// Beside this file rather than in src/bin/, where Cargo would take it for a binary.
+#[path = "voxflow-bench/voice.rs"]
+mod voice;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -131,6 +137,14 @@ async fn run(
 }
 
 fn main() -> ExitCode {
+    let voice = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("voice") => true,
+        Some(other) => {
+            eprintln!("error: unknown mode {other:?}; usage: voxflow-bench [voice]");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +155,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(bench()) {
+    match runtime.block_on(bench(voice)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -151,12 +165,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn bench() -> Result<bool, BenchError> {
+async fn bench(voice: bool) -> Result<bool, BenchError> {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "voxflow-bench-{}",
         hex::encode(voxflow::crypto::random_bytes::<8>())
     ));
-    let result = bench_in(&dir).await;
+    let result = if voice {
+        voice::bench(&dir).await
+    } else {
+        bench_in(&dir).await
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
