@@ -29,6 +29,8 @@ const CONCURRENCY: usize = 8;
 const ADMIN_PASSWORD: &str = "Bench-Admin-Passw0rd";
 const REQUESTS: usize = 2_000;
 const TIME_CAP: Duration = Duration::from_secs(15);
+/// The tenant's LLM server: never called (no message is sent), only saved.
+const BENCH_LLM_URL: &str = "http://127.0.0.1:9/v1";
 
 /// Targets as minimum ratios of the baseline's throughput. A scenario
 /// below its target is reported, and the command exits 1.
@@ -188,6 +190,8 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
     config.rate_limit_pro = u32::MAX;
     config.rate_limit_enterprise = u32::MAX;
     config.rate_limit_anonymous = u32::MAX;
+    // The tenant's LLM URL below is on loopback, which only a listed URL may be.
+    config.llm_allowed_urls = Some(BENCH_LLM_URL.into());
     let running = voxflow::start(config, std::future::pending()).await?;
     let base = format!("http://{}", running.addr);
     let client = Client::builder()
@@ -242,8 +246,7 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
         .map_err(BenchError::Setup)?;
         agent_id = a["data"]["id"].as_str().unwrap_or_default().to_string();
     }
-    let llm_config =
-        json!({"llm_provider": "openai_compatible", "llm_base_url": "http://127.0.0.1:9/v1"});
+    let llm_config = json!({"llm_provider": "openai_compatible", "llm_base_url": BENCH_LLM_URL});
     send(
         &client,
         Method::POST,
