@@ -6,7 +6,13 @@
 //!
 //! It starts VoxFlow in-process on 127.0.0.1 with a temporary data folder;
 //! every scenario is bounded in requests and in time and stops by itself.
+//!
+//! `voxflow-bench voice` measures voice calls instead (see `voice.rs`).
 #![forbid(unsafe_code)]
+
+// Beside this file rather than in src/bin/, where Cargo would take it for a binary.
+#[path = "voxflow-bench/voice.rs"]
+mod voice;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,6 +29,8 @@ const CONCURRENCY: usize = 8;
 const ADMIN_PASSWORD: &str = "Bench-Admin-Passw0rd";
 const REQUESTS: usize = 2_000;
 const TIME_CAP: Duration = Duration::from_secs(15);
+/// The tenant's LLM server: never called (no message is sent), only saved.
+const BENCH_LLM_URL: &str = "http://127.0.0.1:9/v1";
 
 /// Targets as minimum ratios of the baseline's throughput. A scenario
 /// below its target is reported, and the command exits 1.
@@ -131,6 +139,14 @@ async fn run(
 }
 
 fn main() -> ExitCode {
+    let voice = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("voice") => true,
+        Some(other) => {
+            eprintln!("error: unknown mode {other:?}; usage: voxflow-bench [voice]");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,7 +157,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(bench()) {
+    match runtime.block_on(bench(voice)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -151,12 +167,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn bench() -> Result<bool, BenchError> {
+async fn bench(voice: bool) -> Result<bool, BenchError> {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "voxflow-bench-{}",
         hex::encode(voxflow::crypto::random_bytes::<8>())
     ));
-    let result = bench_in(&dir).await;
+    let result = if voice {
+        voice::bench(&dir).await
+    } else {
+        bench_in(&dir).await
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -170,6 +190,8 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
     config.rate_limit_pro = u32::MAX;
     config.rate_limit_enterprise = u32::MAX;
     config.rate_limit_anonymous = u32::MAX;
+    // The tenant's LLM URL below is on loopback, which only a listed URL may be.
+    config.llm_allowed_urls = Some(BENCH_LLM_URL.into());
     let running = voxflow::start(config, std::future::pending()).await?;
     let base = format!("http://{}", running.addr);
     let client = Client::builder()
@@ -224,8 +246,7 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
         .map_err(BenchError::Setup)?;
         agent_id = a["data"]["id"].as_str().unwrap_or_default().to_string();
     }
-    let llm_config =
-        json!({"llm_provider": "openai_compatible", "llm_base_url": "http://127.0.0.1:9/v1"});
+    let llm_config = json!({"llm_provider": "openai_compatible", "llm_base_url": BENCH_LLM_URL});
     send(
         &client,
         Method::POST,
