@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::formats::{self, fields_of};
@@ -25,16 +25,17 @@ use crate::config::Config;
 use crate::crypto::vault::Vault;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::openapi::{Envelope, ErrorBody};
 use crate::http::AppState;
 use crate::providers::{self, CheckStatus};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/providers", get(list_providers))
-        .route("/status", get(status))
-        .route("/validate", get(validate))
-        .route("/{provider}", post(save).delete(remove))
-        .route("/{provider}/test", post(test_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_providers))
+        .routes(routes!(status))
+        .routes(routes!(validate))
+        .routes(routes!(save, remove))
+        .routes(routes!(test_key))
 }
 
 fn provider_names() -> String {
@@ -54,7 +55,7 @@ fn provider_of(name: &str) -> Result<Provider, ApiError> {
 }
 
 /// Where a status's key comes from; `none` when no key is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Source {
     User,
@@ -74,7 +75,7 @@ impl From<KeySource> for Source {
 /// One provider's line of `GET /status`. `configured` and `source` say
 /// which key a call would use; `masked`, `is_active`, `created_at` and
 /// `last_used_at` describe the tenant's own saved key when there is one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ProviderStatus {
     provider: Provider,
     configured: bool,
@@ -165,6 +166,10 @@ fn status_of(
     })
 }
 
+/// The providers, the fields each key takes and their formats.
+#[utoipa::path(get, path = "/providers", tag = "api-keys",
+    responses((status = 200, body = Envelope<serde_json::Value>,
+        description = "`data`: one `{provider, name, fields, server_key_available}` a provider")))]
 async fn list_providers(State(state): State<AppState>, _user: CurrentUser) -> Response {
     let list: Vec<_> = Provider::ALL
         .into_iter()
@@ -180,6 +185,9 @@ async fn list_providers(State(state): State<AppState>, _user: CurrentUser) -> Re
     ok(StatusCode::OK, list)
 }
 
+/// Which key each provider would use, the tenant's own masked.
+#[utoipa::path(get, path = "/status", tag = "api-keys",
+    responses((status = 200, body = Envelope<BTreeMap<String, ProviderStatus>>)))]
 async fn status(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let vault = state.vault.clone();
     let config = state.config.clone();
@@ -197,7 +205,8 @@ async fn status(State(state): State<AppState>, current: CurrentUser) -> ApiResul
 }
 
 /// `{api_key}`, or for Twilio `{account_sid, auth_token, phone_number?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SaveBody {
     api_key: Option<String>,
     account_sid: Option<String>,
@@ -247,6 +256,12 @@ fn secret_from(provider: Provider, body: &SaveBody) -> Result<TenantSecret, ApiE
     }
 }
 
+/// Save the tenant's key for a provider (Twilio: SID, token, number),
+/// checked against the provider's format.
+#[utoipa::path(post, path = "/{provider}", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    request_body = SaveBody,
+    responses((status = 200, body = Envelope<ProviderStatus>)))]
 async fn save(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -289,6 +304,10 @@ async fn save(
     Ok(ok(StatusCode::OK, saved))
 }
 
+/// Delete the tenant's saved key.
+#[utoipa::path(delete, path = "/{provider}", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    responses((status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{deleted: true, status}`")))]
 async fn remove(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -335,6 +354,10 @@ async fn remove(
 
 /// Asks the provider whether the key a call would use (the tenant's, else
 /// the server's) works. Only the provider's status code is read.
+/// Ask the provider whether the key works.
+#[utoipa::path(post, path = "/{provider}/test", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    responses((status = 200, body = Envelope<serde_json::Value>, description = "`data`: the provider's verdict")))]
 async fn test_key(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -393,8 +416,10 @@ async fn test_key(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ValidateQuery {
+    /// Comma-separated providers (all when absent).
     providers: Option<String>,
 }
 
@@ -422,6 +447,12 @@ fn parse_provider_list(raw: Option<&str>) -> Result<Vec<Provider>, ApiError> {
 /// Whether each provider has a key a call could use now (the tenant's that
 /// decrypts, or the server's). It does not ask the providers: that is
 /// what `/test` is for.
+/// Whether each provider is usable now.
+#[utoipa::path(get, path = "/validate", tag = "api-keys", params(ValidateQuery),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{valid: true, providers, missing: []}`"),
+        (status = 422, body = ErrorBody, description = "A provider is not usable (`KEYS_NOT_USABLE`, with `data {valid: false, providers, missing}`)"),
+    ))]
 async fn validate(
     State(state): State<AppState>,
     current: CurrentUser,

@@ -5,11 +5,12 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::csv;
@@ -24,15 +25,16 @@ use crate::http::extract::ApiQuery;
 use crate::http::filters::{
     check_disposition, given, like_pattern, optional_filter, unless_all, SqlFilter,
 };
+use crate::http::openapi::{Envelope, ErrorBody, Paged};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/usage/dashboard", get(dashboard))
-        .route("/usage/history", get(history))
-        .route("/reports/daily", get(daily_report))
-        .route("/reports/download", get(download_report))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(history))
+        .routes(routes!(daily_report))
+        .routes(routes!(download_report))
 }
 
 /// One day of this month's usage, zero-filled when nothing was counted.
@@ -70,6 +72,10 @@ fn daily_series(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<UsageD
     .collect()
 }
 
+/// This month's usage, its warning, the daily series and the agent limit.
+#[utoipa::path(get, path = "/usage/dashboard", tag = "usage",
+    responses((status = 200, body = Envelope<serde_json::Value>,
+        description = "`data`: `{period, tokens_used, quota, remaining, percent, warning, calls, duration, costs, daily, agents, current_usage, total_runs, total_duration_formatted}`")))]
 async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let user_id = current.user.id;
     let (month, limits, daily) = state
@@ -113,7 +119,8 @@ async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiRe
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -145,7 +152,7 @@ async fn agent_filter(
 
 /// A run with its agent's name and what its LLM turns cost (dollars), as
 /// the history lists it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HistoryRun {
     #[serde(flatten)]
     run: Run,
@@ -155,7 +162,7 @@ struct HistoryRun {
     api_costs: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AgentName {
     name: String,
 }
@@ -164,6 +171,12 @@ struct AgentName {
 const RUN_LLM_COST: &str =
     "(SELECT coalesce(sum(u.cost_micros), 0) FROM llm_usage u WHERE u.run_id = r.id)";
 
+/// The caller's runs, newest first, with filters.
+#[utoipa::path(get, path = "/usage/history", tag = "usage", params(HistoryQuery),
+    responses(
+        (status = 200, body = Paged<HistoryRun>),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn history(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -236,8 +249,10 @@ async fn history(
     Ok(page.respond(runs, total))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// The local day, `YYYY-MM-DD` (required).
     date: Option<String>,
     agent_id: Option<String>,
     timezone: Option<String>,
@@ -290,6 +305,12 @@ async fn report_runs(
     Ok((window, agent, runs))
 }
 
+/// One local day's completed runs, summarised.
+#[utoipa::path(get, path = "/reports/daily", tag = "usage", params(ReportQuery),
+    responses(
+        (status = 200, body = Envelope<DailyReport>),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn daily_report(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -309,6 +330,12 @@ pub const CSV_HEADER: [&str; 7] = [
     "Tokens",
 ];
 
+/// The same runs as CSV.
+#[utoipa::path(get, path = "/reports/download", tag = "usage", params(ReportQuery),
+    responses(
+        (status = 200, description = "The runs as CSV", content_type = "text/csv", body = String),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn download_report(
     State(state): State<AppState>,
     current: CurrentUser,
