@@ -648,15 +648,21 @@ pub fn live_phone_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Optio
 
 /// A phone run's call SID and the Twilio account that placed it (SID and
 /// whose credentials).
+///
+/// A run that does not exist has no facts (all `None`): its callers look
+/// the run up beside this and answer 404 for it, not a server error.
 pub fn twilio_facts(
     conn: &Connection,
     run_id: &str,
 ) -> rusqlite::Result<(Option<String>, Option<String>, Option<String>)> {
-    conn.query_row(
-        "SELECT call_sid, twilio_account_sid, twilio_key_source FROM agent_runs WHERE id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
+    Ok(conn
+        .query_row(
+            "SELECT call_sid, twilio_account_sid, twilio_key_source FROM agent_runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .unwrap_or((None, None, None)))
 }
 
 /// Whether some run already holds `call_sid`.

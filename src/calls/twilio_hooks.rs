@@ -311,6 +311,8 @@ async fn append_turns(
         (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
         (status = 404, description = "No such run", content_type = "text/plain", body = String),
         (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
     ))]
@@ -387,6 +389,8 @@ async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<Agen
         (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
         (status = 404, description = "No such run", content_type = "text/plain", body = String),
         (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
     ))]
@@ -505,6 +509,8 @@ pub(super) fn outcome(call_status: &str) -> Option<(Outcome, &'static str)> {
         (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
         (status = 404, description = "No such run", content_type = "text/plain", body = String),
         (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
     ))]
@@ -615,6 +621,8 @@ fn is_twilio_recording(url: &str, twilio_base: &str) -> bool {
         (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
         (status = 404, description = "No such run", content_type = "text/plain", body = String),
         (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
     ))]

@@ -333,3 +333,23 @@ async fn a_misspelt_field_is_refused_by_name_and_changes_nothing() {
     assert_eq!(body["data"]["user"]["subscription_tier"], "free");
     app.stop().await;
 }
+
+/// What Schemathesis (scripts/schemathesis.sh) found, kept fixed: a run id
+/// that names no run was a 500 on the two routes that read a phone run's
+/// Twilio facts before looking the run up.
+#[tokio::test]
+async fn schemathesis_findings_stay_fixed() {
+    let app = unlimited().await;
+    let (token, _) = register(&app, "findings@example.com").await;
+    let nobody = "e3e70682-c209-1cac-a29f-6fbed82c07cd";
+    let (status, body) = get(
+        &app,
+        &format!("/api/calls/run/{nobody}/recording"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = get(&app, &format!("/api/calls/twilio/stream/{nobody}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    app.stop().await;
+}
