@@ -21,7 +21,10 @@ MAX_TIME=${MAX_TIME:-120}
 VENV=${SCHEMATHESIS_VENV:-${TMPDIR:-/tmp}/voxflow-schemathesis-$SCHEMATHESIS_VERSION}
 
 if [ ! -x "$VENV/bin/schemathesis" ]; then
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV"; then
+        echo "python3 cannot make a virtualenv: install python3-venv (Debian)" >&2
+        exit 1
+    fi
     "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
