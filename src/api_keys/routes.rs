@@ -168,21 +168,28 @@ fn status_of(
 
 /// The providers, the fields each key takes and their formats.
 #[utoipa::path(get, path = "/providers", tag = "api-keys",
-    responses((status = 200, body = Envelope<serde_json::Value>,
-        description = "`data`: one `{provider, name, fields, server_key_available}` a provider")))]
+    responses((status = 200, body = Envelope<Vec<ProviderInfo>>)))]
 async fn list_providers(State(state): State<AppState>, _user: CurrentUser) -> Response {
     let list: Vec<_> = Provider::ALL
         .into_iter()
-        .map(|p| {
-            json!({
-                "provider": p,
-                "name": p.display_name(),
-                "fields": fields_of(p),
-                "server_key_available": system_key(&state.config, p).is_some(),
-            })
+        .map(|p| ProviderInfo {
+            provider: p,
+            name: p.display_name(),
+            fields: fields_of(p),
+            server_key_available: system_key(&state.config, p).is_some(),
         })
         .collect();
     ok(StatusCode::OK, list)
+}
+
+/// A provider, the fields its key takes, and whether the server has a key
+/// of its own for tenants without one.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProviderInfo {
+    provider: Provider,
+    name: &'static str,
+    fields: Vec<formats::FieldFormat>,
+    server_key_available: bool,
 }
 
 /// Which key each provider would use, the tenant's own masked.

@@ -7,7 +7,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// One day of this month's usage, zero-filled when nothing was counted.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UsageDay {
     date: String,
     tokens: f64,
@@ -74,8 +73,7 @@ fn daily_series(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<UsageD
 
 /// This month's usage, its warning, the daily series and the agent limit.
 #[utoipa::path(get, path = "/usage/dashboard", tag = "usage",
-    responses((status = 200, body = Envelope<serde_json::Value>,
-        description = "`data`: `{period, tokens_used, quota, remaining, percent, warning, calls, duration, costs, daily, agents, current_usage, total_runs, total_duration_formatted}`")))]
+    responses((status = 200, body = Envelope<Dashboard>)))]
 async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let user_id = current.user.id;
     let (month, limits, daily) = state
@@ -90,33 +88,75 @@ async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiRe
         })
         .await?;
     let percent = percent_used(month.tokens_used, month.quota);
-    let period_start = daily.first().map(|d| d.date.clone());
-    let period_end = daily.last().map(|d| d.date.clone());
+    let period = Period {
+        start: daily.first().map(|d| d.date.clone()),
+        end: daily.last().map(|d| d.date.clone()),
+        timezone: "UTC",
+    };
     Ok(ok(
         StatusCode::OK,
-        json!({
-            "period": { "start": period_start, "end": period_end, "timezone": "UTC" },
-            "tokens_used": month.tokens_used,
-            "quota": month.quota,
-            "remaining": month.tokens_remaining,
-            "percent": percent,
-            "warning": warning(percent),
-            "calls": month.calls,
-            "duration": month.duration_seconds,
-            "costs": month.costs,
-            "daily": daily,
-            "agents": limits.json(),
-            // The first edition's names for figures above: this month's
-            // tokens and completed calls, the agent count, and the month's
-            // call time as its pages print it.
-            "current_usage": {
-                "agents": limits.current,
-                "tokens_this_month": month.tokens_used,
+        Dashboard {
+            period,
+            tokens_used: month.tokens_used,
+            quota: month.quota,
+            remaining: month.tokens_remaining,
+            percent,
+            warning: warning(percent),
+            calls: month.calls,
+            duration: month.duration_seconds,
+            costs: month.costs,
+            agents: limits.json(),
+            current_usage: FirstEditionUsage {
+                agents: limits.current,
+                tokens_this_month: month.tokens_used,
             },
-            "total_runs": month.calls,
-            "total_duration_formatted": hours_minutes(month.duration_seconds),
-        }),
+            total_runs: month.calls,
+            total_duration_formatted: hours_minutes(month.duration_seconds),
+            daily,
+        },
     ))
+}
+
+/// The days the dashboard covers: this month (UTC) up to today.
+#[derive(Serialize, ToSchema)]
+struct Period {
+    start: Option<String>,
+    end: Option<String>,
+    timezone: &'static str,
+}
+
+/// The first edition's names for figures of the dashboard: this month's
+/// tokens and completed calls, the agent count.
+#[derive(Serialize, ToSchema)]
+struct FirstEditionUsage {
+    agents: i64,
+    tokens_this_month: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Dashboard {
+    period: Period,
+    tokens_used: f64,
+    quota: i64,
+    remaining: f64,
+    /// Of the quota used, 0–100 (100 without a quota).
+    percent: f64,
+    /// `none`, `80`, `90` or `100`: the threshold passed.
+    warning: &'static str,
+    /// Completed calls this month.
+    calls: i64,
+    /// Seconds of calls this month.
+    duration: i64,
+    costs: f64,
+    daily: Vec<UsageDay>,
+    /// `{current, max, remaining}`.
+    #[schema(value_type = Object)]
+    agents: serde_json::Value,
+    current_usage: FirstEditionUsage,
+    /// `calls`, by the first edition's name.
+    total_runs: i64,
+    /// `duration` as `1h 02m`.
+    total_duration_formatted: String,
 }
 
 #[derive(Deserialize, IntoParams)]
