@@ -314,7 +314,7 @@ async fn save(
 /// Delete the tenant's saved key.
 #[utoipa::path(delete, path = "/{provider}", tag = "api-keys",
     params(("provider" = Provider, Path)),
-    responses((status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{deleted: true, status}`")))]
+    responses((status = 200, body = Envelope<KeyRemoved>)))]
 async fn remove(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -355,8 +355,19 @@ async fn remove(
         .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "deleted": true, "status": status }),
+        KeyRemoved {
+            deleted: true,
+            status,
+        },
     ))
+}
+
+/// A key deleted, and which key the provider would use now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KeyRemoved {
+    /// Always `true`.
+    deleted: bool,
+    status: ProviderStatus,
 }
 
 /// Asks the provider whether the key a call would use (the tenant's, else
@@ -457,7 +468,7 @@ fn parse_provider_list(raw: Option<&str>) -> Result<Vec<Provider>, ApiError> {
 /// Whether each provider is usable now.
 #[utoipa::path(get, path = "/validate", tag = "api-keys", params(ValidateQuery),
     responses(
-        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{valid: true, providers, missing: []}`"),
+        (status = 200, body = Envelope<Validity>),
         (status = 422, body = ErrorBody, description = "A provider is not usable (`KEYS_NOT_USABLE`, with `data {valid: false, providers, missing}`)"),
     ))]
 async fn validate(
@@ -466,7 +477,7 @@ async fn validate(
     ApiQuery(q): ApiQuery<ValidateQuery>,
 ) -> ApiResult<Response> {
     let wanted = parse_provider_list(q.providers.as_deref())?;
-    let mut each = serde_json::Map::new();
+    let mut each = BTreeMap::new();
     let mut missing = Vec::new();
     for p in wanted {
         let (usable, source, message) = match resolve(&state, &current.user.id, p).await {
@@ -484,11 +495,19 @@ async fn validate(
         }
         each.insert(
             p.as_str().to_string(),
-            json!({ "usable": usable, "source": source, "message": message }),
+            Usability {
+                usable,
+                source,
+                message,
+            },
         );
     }
-    let data = json!({ "valid": missing.is_empty(), "providers": each, "missing": missing });
-    if missing.is_empty() {
+    let data = Validity {
+        valid: missing.is_empty(),
+        providers: each,
+        missing,
+    };
+    if data.missing.is_empty() {
         return Ok(ok(StatusCode::OK, data));
     }
     // A 422 with the usual failure's envelope, not a 200: the first
@@ -496,13 +515,29 @@ async fn validate(
     // every answer of this API is a 2xx exactly when `success` is true. A
     // client that shows `message` names what is missing; `data` is the
     // same as on success, for clients that read `data.valid`.
-    let names: Vec<&str> = missing.iter().map(|p| p.display_name()).collect();
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "KEYS_NOT_USABLE",
-        format!("Not usable now: {}", names.join(", ")),
+    let names: Vec<&str> = data.missing.iter().map(|p| p.display_name()).collect();
+    let message = format!("Not usable now: {}", names.join(", "));
+    Err(
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "KEYS_NOT_USABLE", message)
+            .with("data", json!(data)),
     )
-    .with("data", data))
+}
+
+/// Whether each provider asked about is usable now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Validity {
+    /// Every provider asked about is usable.
+    valid: bool,
+    providers: BTreeMap<String, Usability>,
+    missing: Vec<Provider>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Usability {
+    usable: bool,
+    source: Source,
+    /// Why not, when not.
+    message: Option<String>,
 }
 
 #[cfg(test)]

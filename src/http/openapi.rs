@@ -104,7 +104,7 @@ fn session() -> Vec<SecurityRequirement> {
 }
 
 /// `security: [{}]` on an operation: callable without a session.
-pub fn is_public(op: &Operation) -> bool {
+fn is_public(op: &Operation) -> bool {
     op.security
         .as_ref()
         .is_some_and(|s| s.len() == 1 && s[0] == SecurityRequirement::default())
@@ -240,7 +240,7 @@ impl Modify for Guards {
 }
 
 /// Each method's operation of a path.
-pub fn operations(
+fn operations(
     item: &mut utoipa::openapi::PathItem,
 ) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
