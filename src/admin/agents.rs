@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -13,14 +13,16 @@ use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
 use crate::http::filters::{given, unless_all, uuid_param, SqlFilter};
+use crate::http::openapi::Paged;
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/agents", get(list_agents))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_agents))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AdminAgentQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -30,6 +32,9 @@ struct AdminAgentQuery {
     user_id: Option<String>,
 }
 
+/// Every tenant's agents with their owners, newest first.
+#[utoipa::path(get, path = "/agents", tag = "admin", params(AdminAgentQuery),
+    responses((status = 200, body = Paged<serde_json::Value>, description = "Agents with `owner_email` and `organization_name`")))]
 async fn list_agents(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -7,29 +7,30 @@ use std::path::PathBuf;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::extract::AdminUser;
 use crate::db::migrate;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::ApiQuery;
+use crate::http::openapi::Envelope;
 use crate::http::AppState;
 use crate::tiers::TIERS;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/subscription-tiers", get(subscription_tiers))
-        .route("/analytics/overview", get(overview))
-        .route("/analytics/user-growth", get(user_growth))
-        .route("/analytics/usage", get(usage))
-        .route("/analytics/revenue", get(revenue))
-        .route("/analytics/system-health", get(system_health))
-        .route("/system-health", get(system_health))
-        .route("/dashboard", get(dashboard))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(subscription_tiers))
+        .routes(routes!(overview))
+        .routes(routes!(user_growth))
+        .routes(routes!(usage))
+        .routes(routes!(revenue))
+        .routes(routes!(system_health))
+        .routes(routes!(system_health_alias))
+        .routes(routes!(dashboard))
 }
 
 const ROLES: [&str; 3] = ["admin", "user", "enterprise"];
@@ -71,6 +72,9 @@ fn mrr_cents(c: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// The tier table of `tiers.rs` and how many users are on each tier.
+/// The tiers, their limits and how many users are on each.
+#[utoipa::path(get, path = "/subscription-tiers", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn subscription_tiers(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -97,6 +101,9 @@ async fn subscription_tiers(
     Ok(ok(StatusCode::OK, data))
 }
 
+/// Users, agents, runs, this month's usage and MRR.
+#[utoipa::path(get, path = "/analytics/overview", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn overview(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let data = state.db.read(|c| overview_of(c)).await?;
     Ok(ok(StatusCode::OK, data))
@@ -174,13 +181,17 @@ fn days_cte(days: i64) -> String {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GrowthQuery {
+    /// `7d`, `30d` (default) or `90d`.
     period: Option<String>,
 }
 
 /// New users per UTC day over the period (days without one count 0), and
 /// the running total of accounts at the end of each day.
+#[utoipa::path(get, path = "/analytics/user-growth", tag = "admin", params(GrowthQuery),
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn user_growth(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -232,6 +243,9 @@ async fn user_growth(
 /// How many users the usage page ranks.
 const TOP_USERS: i64 = 10;
 
+/// Daily usage over 30 days and this month's top users.
+#[utoipa::path(get, path = "/analytics/usage", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn usage(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let data = state
         .db
@@ -278,6 +292,9 @@ async fn usage(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Re
 }
 
 /// MRR is the sum of the active subscriptions' monthly prices; ARR is 12 × MRR.
+/// MRR, ARR and revenue by plan.
+#[utoipa::path(get, path = "/analytics/revenue", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn revenue(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let plans = state
         .db
@@ -314,6 +331,10 @@ fn file_size(path: PathBuf) -> u64 {
 /// At most this many problems are listed by `quick_check`.
 const QUICK_CHECK_MAX: i64 = 10;
 
+/// Database size, schema version, quick_check and uptime, with the first
+/// edition's `overall_status` and `components`.
+#[utoipa::path(get, path = "/analytics/system-health", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn system_health(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let db_path = state.db.path().to_path_buf();
     let uptime = state.started.elapsed().as_secs();
@@ -324,9 +345,19 @@ async fn system_health(State(state): State<AppState>, _admin: AdminUser) -> ApiR
     Ok(ok(StatusCode::OK, data))
 }
 
+/// The same as `/analytics/system-health`, where the first edition's admin
+/// pages ask for it.
+#[utoipa::path(get, path = "/system-health", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
+async fn system_health_alias(state: State<AppState>, admin: AdminUser) -> ApiResult<Response> {
+    system_health(state, admin).await
+}
+
 /// `GET /api/admin/dashboard`, the first edition's admin home: the
 /// overview's figures and the system's health in one answer, with the
 /// headline numbers also flat.
+#[utoipa::path(get, path = "/dashboard", tag = "admin",
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn dashboard(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Response> {
     let db_path = state.db.path().to_path_buf();
     let uptime = state.started.elapsed().as_secs();

@@ -3,16 +3,17 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use rusqlite::{params, Connection, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::extract::AdminUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, ClientInfo};
 use crate::http::filters::{given, unless_all, uuid_param, SqlFilter};
+use crate::http::openapi::Paged;
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
@@ -45,7 +46,8 @@ pub fn record(conn: &Connection, e: &Entry<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -60,8 +62,8 @@ struct AuditQuery {
     actor: Option<String>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/audit-logs", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// The audit log's columns with both users' emails (null once an account is
@@ -96,6 +98,9 @@ fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/audit-logs", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = Paged<serde_json::Value>, description = "Entries: actor, action, target, resource, details, address")))]
 async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -7,21 +7,22 @@
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use rusqlite::types::ValueRef;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::audit::{LOG_COLUMNS, LOG_FROM, LOG_ORDER};
 use crate::auth::extract::AdminUser;
 use crate::http::csv::Csv;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::ApiPath;
+use crate::http::openapi::ErrorBody;
 use crate::http::AppState;
 
 pub const EXPORT_MAX_ROWS: i64 = 50_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/analytics/export/{kind}", get(export))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(export))
 }
 
 /// The header row and the query (newest first, without `LIMIT`) of a kind.
@@ -125,6 +126,13 @@ fn cell_text(v: ValueRef<'_>) -> String {
     }
 }
 
+/// One table as CSV (newest first, at most 50,000 rows).
+#[utoipa::path(get, path = "/analytics/export/{kind}", tag = "admin",
+    params(("kind" = String, Path, description = "`users`, `usage`, `runs` or `audit`")),
+    responses(
+        (status = 200, description = "The rows as CSV", content_type = "text/csv", body = String),
+        (status = 404, body = ErrorBody, description = "No such kind"),
+    ))]
 async fn export(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put, MethodRouter};
-use axum::Router;
-use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension};
+use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension, Transaction};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::audit::{self, Entry};
@@ -20,21 +20,19 @@ use crate::calls::store::{run_from_row, RUN_COLUMNS};
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::http::filters::{given, optional_filter, unless_all, SqlFilter};
+use crate::http::openapi::{Envelope, ErrorBody, Paged};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 use crate::tiers;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list_users))
-        .route(
-            "/users/{id}",
-            get(user_detail).put(update_user).delete(delete_user),
-        )
-        .route("/users/{id}/limits", put(update_limits))
-        .route("/users/{id}/toggle-status", post(toggle_status))
-        .route("/users/{id}/activate", status_route(true))
-        .route("/users/{id}/deactivate", status_route(false))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(user_detail, update_user, delete_user))
+        .routes(routes!(update_limits))
+        .routes(routes!(toggle_status))
+        .routes(routes!(activate))
+        .routes(routes!(deactivate))
 }
 
 /// One of the roles of `users.role`.
@@ -46,7 +44,8 @@ fn check_role<'a>(field: &str, role: &'a str) -> Result<&'a str, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UserListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -98,6 +97,11 @@ fn with_current_usage(mut rows: Vec<Value>) -> Vec<Value> {
     rows
 }
 
+/// Users with their figures. `subscription_tier` and `status`
+/// (`active`/`inactive`) are the first edition's names for `tier` and
+/// `is_active`; `all` or an empty value means no filter.
+#[utoipa::path(get, path = "/users", tag = "admin", params(UserListQuery),
+    responses((status = 200, body = Paged<serde_json::Value>, description = "Users with `current_usage {agents, tokens_this_month}`")))]
 async fn list_users(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -174,7 +178,8 @@ async fn list_users(
 
 /// What an admin may change on an account: all of it through
 /// `PUT /users/{id}`, the limits, tier and role through `/limits`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct UserChanges {
     email: Option<String>,
     organization_name: Option<String>,
@@ -185,6 +190,7 @@ struct UserChanges {
     is_active: Option<bool>,
     /// Refused, not ignored: a password is its owner's to change, and an
     /// admin who sent one must not believe it was set.
+    #[schema(value_type = Option<String>)]
     password: Option<Value>,
 }
 
@@ -400,7 +406,8 @@ fn apply(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LimitsBody {
     max_agents: Option<i64>,
     monthly_token_quota: Option<i64>,
@@ -408,6 +415,13 @@ pub(crate) struct LimitsBody {
     role: Option<String>,
 }
 
+/// Set a user's limits, tier or role.
+#[utoipa::path(put, path = "/users/{id}/limits", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    request_body = LimitsBody,
+    responses(
+        (status = 200, body = Envelope<User>),
+        (status = 409, body = ErrorBody, description = "It would leave no active admin (`LAST_ADMIN`)"),
+    ))]
 async fn update_limits(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -445,6 +459,12 @@ async fn update_limits(
 /// role, tier, limits and status in one request, each checked as the
 /// narrower endpoints check it (an email taken by another account is a
 /// 409), audited as `update_user`.
+#[utoipa::path(put, path = "/users/{id}", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    request_body = UserChanges,
+    responses(
+        (status = 200, body = Envelope<User>),
+        (status = 409, body = ErrorBody, description = "The email is taken, or it would leave no active admin"),
+    ))]
 async fn update_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -525,11 +545,19 @@ where
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ToggleBody {
     is_active: bool,
 }
 
+/// Activate or deactivate a user (never oneself).
+#[utoipa::path(post, path = "/users/{id}/toggle-status", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    request_body = ToggleBody,
+    responses(
+        (status = 200, body = Envelope<User>),
+        (status = 409, body = ErrorBody, description = "It would leave no active admin (`LAST_ADMIN`)"),
+    ))]
 async fn toggle_status(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -540,17 +568,32 @@ async fn toggle_status(
     set_status(&state, &admin, client, id, body.is_active).await
 }
 
-/// `POST /users/{id}/activate` and `/deactivate`, the first edition's
-/// form of the toggle.
-fn status_route(is_active: bool) -> MethodRouter<AppState> {
-    post(
-        move |State(state): State<AppState>,
-              AdminUser(admin): AdminUser,
-              client: ClientInfo,
-              ApiPath(id): ApiPath<Uuid>| async move {
-            set_status(&state, &admin, client, id, is_active).await
-        },
-    )
+/// Activate a user: the first edition's form of the toggle.
+#[utoipa::path(post, path = "/users/{id}/activate", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    responses((status = 200, body = Envelope<User>)))]
+async fn activate(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    set_status(&state, &admin, client, id, true).await
+}
+
+/// Deactivate a user and end their sessions (never oneself): the first
+/// edition's form of the toggle.
+#[utoipa::path(post, path = "/users/{id}/deactivate", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, body = Envelope<User>),
+        (status = 409, body = ErrorBody, description = "It would leave no active admin (`LAST_ADMIN`)"),
+    ))]
+async fn deactivate(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    set_status(&state, &admin, client, id, false).await
 }
 
 /// Activates or deactivates user `id` (never the acting admin), audited as
@@ -616,6 +659,12 @@ async fn settle_deactivated(state: &AppState, user_id: &str) {
 /// Deletes an account and, through the foreign keys, everything it owns
 /// (agents, runs, keys, sessions). Not yourself, not another admin: an admin
 /// is demoted first, which leaves a trail in the audit log.
+/// Delete a user and what they own (never oneself).
+#[utoipa::path(delete, path = "/users/{id}", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, body = Envelope<crate::http::openapi::Notice>),
+        (status = 409, body = ErrorBody, description = "It would leave no active admin"),
+    ))]
 async fn delete_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -657,6 +706,10 @@ const RECENT_RUNS: i64 = 20;
 /// One account in full: the user, their statistics, agents, recent runs, API
 /// key metadata (never key material: only columns beside the sealed secret
 /// are read), subscription and this month's usage.
+/// One user in full: statistics, agents, recent runs, key metadata,
+/// subscription and usage.
+#[utoipa::path(get, path = "/users/{id}", tag = "admin", params(("id" = Uuid, Path, description = "The user")),
+    responses((status = 200, body = Envelope<serde_json::Value>)))]
 async fn user_detail(
     State(state): State<AppState>,
     _admin: AdminUser,

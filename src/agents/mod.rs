@@ -13,7 +13,7 @@ use crate::tiers::TIERS;
 /// The trigger's literal `RAISE` message (see migration 2).
 const LIMIT_MESSAGE: &str = "Agent limit reached.";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: String,
     pub user_id: String,

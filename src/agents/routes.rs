@@ -4,11 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use rusqlite::{params, params_from_iter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
@@ -17,27 +19,26 @@ use super::{
 use super::{is_limit_error, type_filter, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
-use crate::calls::store::{run_from_row, RUN_COLUMNS};
+use crate::calls::store::{run_from_row, Run, RUN_COLUMNS};
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::http::filters::{check_disposition, given, unless_all, SqlFilter};
+use crate::http::openapi::{Envelope, ErrorBody, Paged, Pagination};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(list_agents).post(create_agent))
-        .route(
-            "/{id}",
-            get(get_agent).put(update_agent).delete(delete_agent),
-        )
-        .route("/{id}/runs", get(list_runs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(list_runs))
 }
 
 /// Fields are optional here so that every missing or bad one is reported at
 /// once, not only the first serde meets.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AgentBody {
     name: Option<String>,
     #[serde(rename = "type")]
@@ -89,6 +90,24 @@ fn limit_reached(limits: &LimitsInfo, tier: &str) -> ApiError {
     .with("upgrade", upgrade_suggestion(tier, limits.max))
 }
 
+/// An agent just created, with the tenant's agent count and limit.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedAgent {
+    #[serde(flatten)]
+    agent: Agent,
+    /// `{current, max, remaining}`.
+    #[schema(value_type = Object)]
+    limits_info: serde_json::Value,
+}
+
+/// Create an agent (within the plan's limit): `name`, `type`, `use_case`
+/// and `description` are required.
+#[utoipa::path(post, path = "/", tag = "agents",
+    request_body = AgentBody,
+    responses(
+        (status = 201, body = Envelope<CreatedAgent>),
+        (status = 403, body = ErrorBody, description = "The plan's agent limit is reached (`AGENT_LIMIT_REACHED`, with `limits_info` and `upgrade`)"),
+    ))]
 async fn create_agent(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -151,12 +170,17 @@ async fn create_agent(
             Ok::<_, ApiError>((agent, limits))
         })
         .await?;
-    let mut data = serde_json::to_value(agent).map_err(ApiError::internal)?;
-    data["limits_info"] = limits.json();
-    Ok(ok(StatusCode::CREATED, data))
+    Ok(ok(
+        StatusCode::CREATED,
+        CreatedAgent {
+            agent,
+            limits_info: limits.json(),
+        },
+    ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AgentListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -165,6 +189,9 @@ struct AgentListQuery {
     search: Option<String>,
 }
 
+/// The caller's agents, newest first.
+#[utoipa::path(get, path = "/", tag = "agents", params(AgentListQuery),
+    responses((status = 200, body = Paged<Agent>)))]
 async fn list_agents(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -204,6 +231,9 @@ pub async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResul
         .ok_or_else(|| ApiError::not_found("Agent"))
 }
 
+/// One agent.
+#[utoipa::path(get, path = "/{id}", tag = "agents", params(("id" = Uuid, Path, description = "The agent")),
+    responses((status = 200, body = Envelope<Agent>)))]
 async fn get_agent(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -213,6 +243,10 @@ async fn get_agent(
     Ok(ok(StatusCode::OK, agent))
 }
 
+/// Change an agent: the fields sent, the others kept.
+#[utoipa::path(put, path = "/{id}", tag = "agents", params(("id" = Uuid, Path, description = "The agent")),
+    request_body = AgentBody,
+    responses((status = 200, body = Envelope<Agent>)))]
 async fn update_agent(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -307,6 +341,20 @@ async fn update_agent(
     Ok(ok(StatusCode::OK, agent))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeletedAgent {
+    id: String,
+    name: String,
+    /// Always `true`.
+    deleted: bool,
+}
+
+/// Delete an agent and its runs.
+#[utoipa::path(delete, path = "/{id}", tag = "agents", params(("id" = Uuid, Path, description = "The agent")),
+    responses(
+        (status = 200, body = Envelope<DeletedAgent>),
+        (status = 409, body = ErrorBody, description = "A call of the agent is in progress"),
+    ))]
 async fn delete_agent(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -354,11 +402,16 @@ async fn delete_agent(
         .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "id": deleted.id, "name": deleted.name, "deleted": true }),
+        DeletedAgent {
+            id: deleted.id,
+            name: deleted.name,
+            deleted: true,
+        },
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -370,6 +423,22 @@ struct RunListQuery {
     date_to: Option<String>,
 }
 
+/// A page of an agent's runs, with a summary of all its runs that match.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RunsPage {
+    /// Always `true`.
+    success: bool,
+    data: Vec<Run>,
+    pagination: Pagination,
+    /// `{total_runs, by_status {in_progress, completed, failed}, total_duration_seconds, total_tokens}`.
+    #[schema(value_type = Object)]
+    summary: serde_json::Value,
+}
+
+/// An agent's runs, newest first, with a summary.
+#[utoipa::path(get, path = "/{id}/runs", tag = "agents",
+    params(("id" = Uuid, Path, description = "The agent"), RunListQuery),
+    responses((status = 200, body = RunsPage)))]
 async fn list_runs(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -440,12 +509,12 @@ async fn list_runs(
     let total = summary["total_runs"].as_i64().unwrap_or(0);
     Ok((
         StatusCode::OK,
-        Json(json!({
-            "success": true,
-            "data": runs,
-            "pagination": page.pagination(total),
-            "summary": summary,
-        })),
+        Json(RunsPage {
+            success: true,
+            data: runs,
+            pagination: page.pagination(total),
+            summary,
+        }),
     )
         .into_response())
 }

@@ -17,7 +17,7 @@ const TWILIO_TOKEN_LEN: usize = 32;
 
 /// One input field of a provider's key, for `GET /api/api-keys/providers`
 /// and the UI's form.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldFormat {
     pub name: &'static str,
     pub required: bool,

@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::formats::{self, fields_of};
@@ -25,16 +25,17 @@ use crate::config::Config;
 use crate::crypto::vault::Vault;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::http::openapi::{Envelope, ErrorBody};
 use crate::http::AppState;
 use crate::providers::{self, CheckStatus};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/providers", get(list_providers))
-        .route("/status", get(status))
-        .route("/validate", get(validate))
-        .route("/{provider}", post(save).delete(remove))
-        .route("/{provider}/test", post(test_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_providers))
+        .routes(routes!(status))
+        .routes(routes!(validate))
+        .routes(routes!(save, remove))
+        .routes(routes!(test_key))
 }
 
 fn provider_names() -> String {
@@ -54,7 +55,7 @@ fn provider_of(name: &str) -> Result<Provider, ApiError> {
 }
 
 /// Where a status's key comes from; `none` when no key is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Source {
     User,
@@ -74,7 +75,7 @@ impl From<KeySource> for Source {
 /// One provider's line of `GET /status`. `configured` and `source` say
 /// which key a call would use; `masked`, `is_active`, `created_at` and
 /// `last_used_at` describe the tenant's own saved key when there is one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ProviderStatus {
     provider: Provider,
     configured: bool,
@@ -165,21 +166,35 @@ fn status_of(
     })
 }
 
+/// The providers, the fields each key takes and their formats.
+#[utoipa::path(get, path = "/providers", tag = "api-keys",
+    responses((status = 200, body = Envelope<Vec<ProviderInfo>>)))]
 async fn list_providers(State(state): State<AppState>, _user: CurrentUser) -> Response {
     let list: Vec<_> = Provider::ALL
         .into_iter()
-        .map(|p| {
-            json!({
-                "provider": p,
-                "name": p.display_name(),
-                "fields": fields_of(p),
-                "server_key_available": system_key(&state.config, p).is_some(),
-            })
+        .map(|p| ProviderInfo {
+            provider: p,
+            name: p.display_name(),
+            fields: fields_of(p),
+            server_key_available: system_key(&state.config, p).is_some(),
         })
         .collect();
     ok(StatusCode::OK, list)
 }
 
+/// A provider, the fields its key takes, and whether the server has a key
+/// of its own for tenants without one.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProviderInfo {
+    provider: Provider,
+    name: &'static str,
+    fields: Vec<formats::FieldFormat>,
+    server_key_available: bool,
+}
+
+/// Which key each provider would use, the tenant's own masked.
+#[utoipa::path(get, path = "/status", tag = "api-keys",
+    responses((status = 200, body = Envelope<BTreeMap<String, ProviderStatus>>)))]
 async fn status(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let vault = state.vault.clone();
     let config = state.config.clone();
@@ -197,7 +212,8 @@ async fn status(State(state): State<AppState>, current: CurrentUser) -> ApiResul
 }
 
 /// `{api_key}`, or for Twilio `{account_sid, auth_token, phone_number?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SaveBody {
     api_key: Option<String>,
     account_sid: Option<String>,
@@ -247,6 +263,12 @@ fn secret_from(provider: Provider, body: &SaveBody) -> Result<TenantSecret, ApiE
     }
 }
 
+/// Save the tenant's key for a provider (Twilio: SID, token, number),
+/// checked against the provider's format.
+#[utoipa::path(post, path = "/{provider}", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    request_body = SaveBody,
+    responses((status = 200, body = Envelope<ProviderStatus>)))]
 async fn save(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -289,6 +311,10 @@ async fn save(
     Ok(ok(StatusCode::OK, saved))
 }
 
+/// Delete the tenant's saved key.
+#[utoipa::path(delete, path = "/{provider}", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    responses((status = 200, body = Envelope<KeyRemoved>)))]
 async fn remove(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -329,12 +355,27 @@ async fn remove(
         .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "deleted": true, "status": status }),
+        KeyRemoved {
+            deleted: true,
+            status,
+        },
     ))
+}
+
+/// A key deleted, and which key the provider would use now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KeyRemoved {
+    /// Always `true`.
+    deleted: bool,
+    status: ProviderStatus,
 }
 
 /// Asks the provider whether the key a call would use (the tenant's, else
 /// the server's) works. Only the provider's status code is read.
+/// Ask the provider whether the key works.
+#[utoipa::path(post, path = "/{provider}/test", tag = "api-keys",
+    params(("provider" = Provider, Path)),
+    responses((status = 200, body = Envelope<serde_json::Value>, description = "`data`: the provider's verdict")))]
 async fn test_key(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -393,8 +434,10 @@ async fn test_key(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ValidateQuery {
+    /// Comma-separated providers (all when absent).
     providers: Option<String>,
 }
 
@@ -422,13 +465,19 @@ fn parse_provider_list(raw: Option<&str>) -> Result<Vec<Provider>, ApiError> {
 /// Whether each provider has a key a call could use now (the tenant's that
 /// decrypts, or the server's). It does not ask the providers: that is
 /// what `/test` is for.
+/// Whether each provider is usable now.
+#[utoipa::path(get, path = "/validate", tag = "api-keys", params(ValidateQuery),
+    responses(
+        (status = 200, body = Envelope<Validity>),
+        (status = 422, body = ErrorBody, description = "A provider is not usable (`KEYS_NOT_USABLE`, with `data {valid: false, providers, missing}`)"),
+    ))]
 async fn validate(
     State(state): State<AppState>,
     current: CurrentUser,
     ApiQuery(q): ApiQuery<ValidateQuery>,
 ) -> ApiResult<Response> {
     let wanted = parse_provider_list(q.providers.as_deref())?;
-    let mut each = serde_json::Map::new();
+    let mut each = BTreeMap::new();
     let mut missing = Vec::new();
     for p in wanted {
         let (usable, source, message) = match resolve(&state, &current.user.id, p).await {
@@ -446,11 +495,19 @@ async fn validate(
         }
         each.insert(
             p.as_str().to_string(),
-            json!({ "usable": usable, "source": source, "message": message }),
+            Usability {
+                usable,
+                source,
+                message,
+            },
         );
     }
-    let data = json!({ "valid": missing.is_empty(), "providers": each, "missing": missing });
-    if missing.is_empty() {
+    let data = Validity {
+        valid: missing.is_empty(),
+        providers: each,
+        missing,
+    };
+    if data.missing.is_empty() {
         return Ok(ok(StatusCode::OK, data));
     }
     // A 422 with the usual failure's envelope, not a 200: the first
@@ -458,13 +515,29 @@ async fn validate(
     // every answer of this API is a 2xx exactly when `success` is true. A
     // client that shows `message` names what is missing; `data` is the
     // same as on success, for clients that read `data.valid`.
-    let names: Vec<&str> = missing.iter().map(|p| p.display_name()).collect();
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "KEYS_NOT_USABLE",
-        format!("Not usable now: {}", names.join(", ")),
+    let names: Vec<&str> = data.missing.iter().map(|p| p.display_name()).collect();
+    let message = format!("Not usable now: {}", names.join(", "));
+    Err(
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "KEYS_NOT_USABLE", message)
+            .with("data", json!(data)),
     )
-    .with("data", data))
+}
+
+/// Whether each provider asked about is usable now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Validity {
+    /// Every provider asked about is usable.
+    valid: bool,
+    providers: BTreeMap<String, Usability>,
+    missing: Vec<Provider>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Usability {
+    usable: bool,
+    source: Source,
+    /// Why not, when not.
+    message: Option<String>,
 }
 
 #[cfg(test)]

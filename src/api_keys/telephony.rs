@@ -6,11 +6,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::formats;
 use super::store::{self, TelephonyRow};
@@ -18,13 +18,14 @@ use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ClientInfo};
+use crate::http::openapi::Envelope;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/config/telephony", get(get_config).post(save_config))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_config, save_config))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TelephonyView {
     provider: &'static str,
     configured: bool,
@@ -60,6 +61,9 @@ fn load(conn: &Connection, user_id: &str) -> Result<TelephonyView, ApiError> {
     Ok(view_of(store::telephony_row(conn, user_id)?))
 }
 
+/// The Twilio settings (never the token).
+#[utoipa::path(get, path = "/config/telephony", tag = "configuration",
+    responses((status = 200, body = Envelope<TelephonyView>)))]
 async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let user_id = current.user.id;
     let view = state.db.read(move |c| load(c, &user_id)).await?;
@@ -68,7 +72,8 @@ async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiR
 
 /// A first save needs all three fields; later ones may leave out what stays.
 /// A new account SID needs its own auth token.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TelephonyBody {
     account_sid: Option<String>,
     auth_token: Option<String>,
@@ -143,6 +148,10 @@ fn check(body: &TelephonyBody, before: Option<&TelephonyRow>) -> Result<Checked,
     }
 }
 
+/// Save the Twilio settings: a first save needs all three fields.
+#[utoipa::path(post, path = "/config/telephony", tag = "configuration",
+    request_body = TelephonyBody,
+    responses((status = 200, body = Envelope<TelephonyView>)))]
 async fn save_config(
     State(state): State<AppState>,
     current: CurrentUser,

@@ -18,14 +18,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{token_of, well_formed, CurrentUser};
 use super::store::{self, SessionUser};
@@ -295,12 +295,15 @@ pub async fn limit_requests(
     res
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/rate-limits/status", get(status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(status))
 }
 
 /// `GET /api/rate-limits/status`: the caller's limit as this very request
 /// left it.
+#[utoipa::path(get, path = "/rate-limits/status", tag = "auth",
+    responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>,
+        description = "`data`: `{limited: true, scope, plan, limit, remaining, reset}`, or `{limited: false, reason}`")))]
 async fn status(current: CurrentUser, req: Request) -> ApiResult<Response> {
     let standing = req.extensions().get::<Standing>().copied();
     let body = match standing {

@@ -3,10 +3,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
-use serde::Deserialize;
-use serde_json::json;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{CurrentUser, SESSION_COOKIE};
 use super::store::{self, NewUser, User};
@@ -16,16 +17,26 @@ use crate::config::Registration;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ClientInfo};
+use crate::http::openapi::{Envelope, ErrorBody, Notice};
 use crate::http::AppState;
 use crate::tiers;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
-        .route("/change-password", post(change_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+}
+
+/// A new session: the token for `Authorization: Bearer`, also set as the
+/// web UI's cookie.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionAnswer {
+    token: String,
+    expires_at: String,
+    user: User,
 }
 
 /// The cookie the web UI signs in with; API clients use the token in the body.
@@ -65,26 +76,43 @@ async fn start_session(
             .await?
             .unwrap_or(user)
     };
+    let cookie = session_cookie(&session.token, u64::from(ttl) * 3600, client.https);
     let mut res = ok(
         status,
-        json!({ "token": session.token, "expires_at": session.expires_at, "user": fresh }),
+        SessionAnswer {
+            token: session.token,
+            expires_at: session.expires_at,
+            user: fresh,
+        },
     );
-    if let Some(cookie) = session_cookie(&session.token, u64::from(ttl) * 3600, client.https) {
+    if let Some(cookie) = cookie {
         res.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(res)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RegisterBody {
     email: String,
     password: String,
     #[serde(default)]
     organization_name: Option<String>,
-    // Anything else a client sends (a first-edition client's
-    // `subscription_tier`, say) is ignored: new accounts are always free.
+    /// Accepted from first-edition clients and ignored: new accounts are
+    /// always on the free tier (an admin changes it).
+    #[serde(default, rename = "subscription_tier")]
+    #[schema(value_type = Option<String>, deprecated)]
+    _subscription_tier: IgnoredAny,
 }
 
+/// Create an account (free tier) and sign in.
+#[utoipa::path(post, path = "/register", tag = "auth", security(()),
+    request_body = RegisterBody,
+    responses(
+        (status = 201, body = Envelope<SessionAnswer>, description = "Registered and signed in"),
+        (status = 403, body = ErrorBody, description = "Registration is closed on this server"),
+        (status = 409, body = ErrorBody, description = "The email is taken"),
+    ))]
 async fn register(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -167,7 +195,8 @@ async fn register(
     start_session(&state, user, &client, StatusCode::CREATED).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LoginBody {
     email: String,
     password: String,
@@ -209,6 +238,15 @@ async fn throttled_verify(
     }
 }
 
+/// Sign in: a session token.
+#[utoipa::path(post, path = "/login", tag = "auth", security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, body = Envelope<SessionAnswer>),
+        (status = 401, body = ErrorBody, description = "Wrong email or password"),
+        (status = 403, body = ErrorBody, description = "The account is deactivated"),
+        (status = 429, body = ErrorBody, description = "Too many failed attempts for the account or the address: see `Retry-After`"),
+    ))]
 async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -265,13 +303,21 @@ async fn check_login(
     start_session(state, user, client, StatusCode::OK).await
 }
 
+/// End this session.
+#[utoipa::path(post, path = "/logout", tag = "auth",
+    responses((status = 200, body = Envelope<Notice>)))]
 async fn logout(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let id = current.session_id;
     state
         .db
         .write(move |c| store::delete_session(c, &id).map_err(DbError::from))
         .await?;
-    let mut res = ok(StatusCode::OK, json!({ "message": "Signed out" }));
+    let mut res = ok(
+        StatusCode::OK,
+        Notice {
+            message: "Signed out".into(),
+        },
+    );
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("voxflow_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -279,6 +325,17 @@ async fn logout(State(state): State<AppState>, current: CurrentUser) -> ApiResul
     Ok(res)
 }
 
+/// The caller with this month's usage.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Me {
+    #[serde(flatten)]
+    user: User,
+    current_usage: store::CurrentUsage,
+}
+
+/// The caller and this month's usage.
+#[utoipa::path(get, path = "/me", tag = "auth",
+    responses((status = 200, body = Envelope<Me>)))]
 async fn me(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let user = current.user;
     let (user, usage) = state
@@ -288,17 +345,26 @@ async fn me(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Re
             Ok::<_, ApiError>((user, usage))
         })
         .await?;
-    let mut body = serde_json::to_value(&user).map_err(ApiError::internal)?;
-    body["current_usage"] = serde_json::to_value(usage).map_err(ApiError::internal)?;
-    Ok(ok(StatusCode::OK, body))
+    Ok(ok(
+        StatusCode::OK,
+        Me {
+            user,
+            current_usage: usage,
+        },
+    ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ChangePasswordBody {
     current_password: String,
     new_password: String,
 }
 
+/// Change the password; the caller's other sessions end.
+#[utoipa::path(post, path = "/change-password", tag = "auth",
+    request_body = ChangePasswordBody,
+    responses((status = 200, body = Envelope<Notice>)))]
 async fn change_password(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -338,6 +404,8 @@ async fn change_password(
         .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "message": "Password changed; other sessions have been signed out" }),
+        Notice {
+            message: "Password changed; other sessions have been signed out".into(),
+        },
     ))
 }

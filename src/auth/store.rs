@@ -8,7 +8,7 @@ use crate::crypto::sha256_hex;
 use crate::tiers::{self, Tier};
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub email: String,
@@ -273,7 +273,7 @@ pub fn delete_sessions_of(conn: &Connection, user_id: &str) -> rusqlite::Result<
 }
 
 /// This month's usage for `GET /api/auth/me`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CurrentUsage {
     pub tokens_used: f64,
     pub tokens_remaining: f64,

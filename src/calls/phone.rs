@@ -5,11 +5,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::agent_llm::{plan_llm, setup_required};
 use super::routes::{body_id, startable, startable_agent};
@@ -19,14 +19,15 @@ use crate::api_keys::{self, formats, KeySource, Provider};
 use crate::auth::extract::CurrentUser;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ClientInfo};
+use crate::http::openapi::{Envelope, ErrorBody};
 use crate::http::AppState;
 use crate::providers::twilio;
 use crate::tiers;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/phone/start", post(phone_start))
-        .route("/run/{id}/recording", axum::routing::get(recording))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(phone_start))
+        .routes(routes!(recording))
         .merge(super::twilio_hooks::router())
 }
 
@@ -36,9 +37,13 @@ pub(crate) fn hook_url(public: &str, hook: &str, run_id: &str) -> String {
     format!("{public}/api/calls/twilio/{hook}/{run_id}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PhoneStartBody {
+    /// The caller's agent (required).
+    #[schema(format = Uuid)]
     agent_id: Option<String>,
+    /// The number to call (required), normalised to E.164.
     phone_number: Option<String>,
 }
 
@@ -269,6 +274,17 @@ pub(crate) async fn dial(
     Ok(Dialed::Placed(call_sid))
 }
 
+/// Place a phone call through Twilio (not on the free tier).
+#[utoipa::path(post, path = "/phone/start", tag = "calls",
+    request_body = PhoneStartBody,
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{run_id, run_number, call_sid}`"),
+        (status = 402, body = ErrorBody, description = "This month's tokens are spent"),
+        (status = 403, body = ErrorBody, description = "The plan has no phone calls, or another refusal"),
+        (status = 404, body = ErrorBody, description = "No such agent, or another tenant's"),
+        (status = 422, body = ErrorBody, description = "The LLM or Twilio is not set up"),
+        (status = 502, body = ErrorBody, description = "Twilio refused or failed (`run_id` names the failed run)"),
+    ))]
 async fn phone_start(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -361,6 +377,13 @@ const MAX_RECORDING_BYTES: u64 = 64 * 1024 * 1024;
 /// outside this server). Only the recording SID is taken from the stored
 /// URL; the request goes to the configured Twilio base, never to a host a
 /// callback named.
+#[utoipa::path(get, path = "/run/{id}/recording", tag = "calls",
+    params(("id" = Uuid, Path, description = "The phone call's run")),
+    responses(
+        (status = 200, description = "The recording", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 404, body = ErrorBody, description = "No such run, another tenant's, or no recording"),
+        (status = 502, body = ErrorBody, description = "Twilio failed"),
+    ))]
 async fn recording(
     State(state): State<AppState>,
     current: CurrentUser,

@@ -5,10 +5,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm};
@@ -22,6 +24,7 @@ use crate::auth::extract::CurrentUser;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ClientInfo};
+use crate::http::openapi::{Envelope, ErrorBody};
 use crate::http::AppState;
 use crate::service_config::{self, ServiceConfig};
 
@@ -31,13 +34,13 @@ const MAX_MESSAGE_CHARS: usize = 4000;
 /// that long is better ended and started afresh.
 pub(super) const MAX_TURNS: usize = 400;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/web/start", post(web_start))
-        .route("/web/message", post(web_message))
-        .route("/web/end", post(web_end))
-        .route("/run/{id}", get(get_run))
-        .route("/transcript/{id}", get(get_transcript))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(web_start))
+        .routes(routes!(web_message))
+        .routes(routes!(web_end))
+        .routes(routes!(get_run))
+        .routes(routes!(get_transcript))
         .merge(super::phone::router())
         .merge(super::voice::router())
 }
@@ -197,11 +200,33 @@ pub(crate) async fn startable(
         .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct StartBody {
+    /// The caller's agent (required).
+    #[schema(format = Uuid)]
     agent_id: Option<String>,
 }
 
+/// A web call just started.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebCallStarted {
+    run_id: String,
+    run_number: String,
+    agent: Agent,
+    /// What the agent said first: the transcript's first turn.
+    greeting: String,
+}
+
+/// Start a web call with one of the caller's agents.
+#[utoipa::path(post, path = "/web/start", tag = "calls",
+    request_body = StartBody,
+    responses(
+        (status = 200, body = Envelope<WebCallStarted>),
+        (status = 402, body = ErrorBody, description = "This month's tokens are spent (`QUOTA_EXCEEDED`)"),
+        (status = 404, body = ErrorBody, description = "No such agent, or another tenant's"),
+        (status = 422, body = ErrorBody, description = "The LLM is not set up (no key for the provider)"),
+    ))]
 async fn web_start(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -246,17 +271,38 @@ async fn web_start(
         .await?;
     Ok(ok(
         StatusCode::OK,
-        json!({ "run_id": run_id, "run_number": run_number, "agent": agent, "greeting": greeting }),
+        WebCallStarted {
+            run_id,
+            run_number,
+            agent,
+            greeting,
+        },
     ))
 }
 
 /// First-edition clients also send `conversation_history`; it is ignored:
 /// the server's transcript is what counts, so a client cannot put words in
 /// the agent's mouth.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MessageBody {
+    /// The web call (required).
+    #[schema(format = Uuid)]
     run_id: Option<String>,
+    /// What the caller says (required, at most 4,000 characters).
     message: Option<String>,
+    /// Sent by first-edition clients and ignored.
+    #[serde(default, rename = "conversation_history")]
+    #[schema(value_type = Option<Vec<Object>>, deprecated)]
+    _conversation_history: IgnoredAny,
+}
+
+/// The agent's reply.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Reply {
+    response: String,
+    /// The same text: the first edition's name for it.
+    message: String,
 }
 
 /// The run for a message or an end: the caller's (404), a web call (409:
@@ -285,6 +331,17 @@ pub(super) fn live_run(
     Ok(found)
 }
 
+/// Send a message in a web call; the agent's reply.
+#[utoipa::path(post, path = "/web/message", tag = "calls",
+    request_body = MessageBody,
+    responses(
+        (status = 200, body = Envelope<Reply>),
+        (status = 402, body = ErrorBody, description = "This month's tokens are spent: the call is ended"),
+        (status = 404, body = ErrorBody, description = "No such run, or another tenant's"),
+        (status = 409, body = ErrorBody, description = "Not a web call, or it has ended, or it holds too many turns"),
+        (status = 422, body = ErrorBody, description = "The LLM is not set up"),
+        (status = 502, body = ErrorBody, description = "The LLM provider failed"),
+    ))]
 async fn web_message(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -379,22 +436,41 @@ async fn web_message(
     // reads `data.message`); `response` is ours.
     Ok(ok(
         StatusCode::OK,
-        json!({ "response": response, "message": response }),
+        Reply {
+            message: response.clone(),
+            response,
+        },
     ))
 }
 
 /// `conversation_history` is ignored here too: the stored transcript is
 /// the record.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct EndBody {
+    /// The web call (required).
+    #[schema(format = Uuid)]
     run_id: Option<String>,
+    /// How it ended (default `user_hangup`).
     disposition: Option<String>,
+    /// Sent by first-edition clients and ignored.
+    #[serde(default, rename = "conversation_history")]
+    #[schema(value_type = Option<Vec<Object>>, deprecated)]
+    _conversation_history: IgnoredAny,
+    /// Sent by first-edition clients and ignored: the server measures.
+    #[serde(default, rename = "duration")]
+    #[schema(value_type = Option<f64>, deprecated)]
+    _duration: IgnoredAny,
+    /// Ignored likewise.
+    #[serde(default, rename = "duration_seconds")]
+    #[schema(value_type = Option<f64>, deprecated)]
+    _duration_seconds: IgnoredAny,
 }
 
 /// A run with its agent's name, its transcript and its LLM turns' tokens
 /// and costs.
-#[derive(Serialize)]
-pub(super) struct RunDetail {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RunDetail {
     #[serde(flatten)]
     run: Run,
     agent_name: String,
@@ -483,6 +559,14 @@ async fn end_web_call_for_quota(
     }
 }
 
+/// End a web call: measured and billed by the server.
+#[utoipa::path(post, path = "/web/end", tag = "calls",
+    request_body = EndBody,
+    responses(
+        (status = 200, body = Envelope<RunDetail>),
+        (status = 404, body = ErrorBody, description = "No such run, or another tenant's"),
+        (status = 409, body = ErrorBody, description = "Not a web call, or it has ended"),
+    ))]
 async fn web_end(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -542,6 +626,10 @@ async fn read_owned_run(state: &AppState, user_id: String, id: Uuid) -> ApiResul
         .ok_or_else(|| ApiError::not_found("Run"))
 }
 
+/// A run with its agent's name, transcript and LLM usage.
+#[utoipa::path(get, path = "/run/{id}", tag = "calls",
+    params(("id" = Uuid, Path, description = "The run")),
+    responses((status = 200, body = Envelope<RunDetail>)))]
 async fn get_run(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -551,6 +639,18 @@ async fn get_run(
     Ok(ok(StatusCode::OK, found))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Transcript {
+    run_id: String,
+    transcript: Vec<Turn>,
+    /// The first edition's form: one `role: content` line a turn.
+    transcript_text: String,
+}
+
+/// A run's transcript.
+#[utoipa::path(get, path = "/transcript/{id}", tag = "calls",
+    params(("id" = Uuid, Path, description = "The run")),
+    responses((status = 200, body = Envelope<Transcript>)))]
 async fn get_transcript(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -559,10 +659,10 @@ async fn get_transcript(
     let found = read_owned_run(&state, current.user.id, id).await?;
     Ok(ok(
         StatusCode::OK,
-        json!({
-            "run_id": found.run.id,
-            "transcript": found.transcript,
-            "transcript_text": found.transcript_text,
-        }),
+        Transcript {
+            run_id: found.run.id,
+            transcript: found.transcript,
+            transcript_text: found.transcript_text,
+        },
     ))
 }

@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: String,
     pub run_number: String,
@@ -50,7 +50,7 @@ pub fn run_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Run> {
 }
 
 /// One turn of a conversation as stored in `transcript_text` (a JSON array).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Turn {
     /// `user` or `assistant`.
     pub role: String,
@@ -82,7 +82,7 @@ impl Turn {
 /// Milliseconds from the final transcript of the caller's words (the end
 /// of their speech, as the speech-to-text service decided it) to the
 /// agent's first LLM token and to its first audio sent.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TurnLatency {
     pub llm_first_token_ms: u64,
     pub first_audio_ms: u64,
@@ -481,7 +481,7 @@ pub fn record_llm_turn(
 }
 
 /// One recorded turn, as the run detail shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LlmUsageRow {
     pub provider: String,
     pub model: String,
@@ -495,7 +495,7 @@ pub struct LlmUsageRow {
 }
 
 /// A run's LLM turns and their totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LlmUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -648,15 +648,21 @@ pub fn live_phone_run(conn: &Connection, run_id: &str) -> rusqlite::Result<Optio
 
 /// A phone run's call SID and the Twilio account that placed it (SID and
 /// whose credentials).
+///
+/// A run that does not exist has no facts (all `None`): its callers look
+/// the run up beside this and answer 404 for it, not a server error.
 pub fn twilio_facts(
     conn: &Connection,
     run_id: &str,
 ) -> rusqlite::Result<(Option<String>, Option<String>, Option<String>)> {
-    conn.query_row(
-        "SELECT call_sid, twilio_account_sid, twilio_key_source FROM agent_runs WHERE id = ?1",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
+    Ok(conn
+        .query_row(
+            "SELECT call_sid, twilio_account_sid, twilio_key_source FROM agent_runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .unwrap_or((None, None, None)))
 }
 
 /// Whether some run already holds `call_sid`.

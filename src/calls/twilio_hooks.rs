@@ -7,8 +7,9 @@
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Form, Router};
+use axum::Form;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm, AgentReply};
@@ -17,6 +18,7 @@ use super::reconcile;
 use super::routes::{end_for_quota, quota_spent_during, MAX_TURNS};
 use super::store::{self, Disposition, LlmTurn, Outcome, OwnedRun, Turn};
 use crate::http::error::ApiError;
+use crate::http::openapi::ErrorBody;
 use crate::http::AppState;
 use crate::providers::twilio;
 use crate::service_config;
@@ -35,12 +37,12 @@ const QUOTA_GOODBYE: &str = "This account has used up its calling time for this 
 /// Prompts in a row that may go unanswered before the agent hangs up.
 const MAX_SILENT_PROMPTS: u32 = 2;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/twilio/webhook/{run_id}", post(on_answer))
-        .route("/twilio/gather/{run_id}", post(on_gather))
-        .route("/twilio/status/{run_id}", post(on_status))
-        .route("/twilio/recording/{run_id}", post(on_recording))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(on_answer))
+        .routes(routes!(on_gather))
+        .routes(routes!(on_status))
+        .routes(routes!(on_recording))
 }
 
 /// `s` safe inside XML text and attribute values, read back as it was:
@@ -295,6 +297,24 @@ async fn append_turns(
 }
 
 /// The call was answered: the agent greets the caller and listens.
+#[utoipa::path(post, path = "/twilio/webhook/{run_id}",
+    tag = "twilio", security(()),
+    params(
+        ("run_id" = Uuid, Path, description = "The phone call's run"),
+        ("silence" = Option<u32>, Query, description = "Prompts in a row left unanswered (the agent's own `<Redirect>`)"),
+    ),
+    request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
+        description = "Twilio's form parameters, signed in `X-Twilio-Signature`"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
+        (status = 404, description = "No such run", content_type = "text/plain", body = String),
+        (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
+    ))]
 async fn on_answer(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
     if !hook.in_progress() {
         return Ok(hang_up(None));
@@ -355,6 +375,24 @@ async fn agent_reply(state: &AppState, hook: &Hook, speech: &str) -> Option<Agen
 }
 
 /// The caller spoke: the agent answers and listens again.
+#[utoipa::path(post, path = "/twilio/gather/{run_id}",
+    tag = "twilio", security(()),
+    params(
+        ("run_id" = Uuid, Path, description = "The phone call's run"),
+        ("silence" = Option<u32>, Query, description = "Prompts in a row left unanswered (the agent's own `<Redirect>`)"),
+    ),
+    request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
+        description = "Twilio's form parameters, signed in `X-Twilio-Signature`"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
+        (status = 404, description = "No such run", content_type = "text/plain", body = String),
+        (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
+    ))]
 async fn on_gather(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
     if !hook.in_progress() {
         return Ok(hang_up(None));
@@ -458,6 +496,23 @@ pub(super) fn outcome(call_status: &str) -> Option<(Outcome, &'static str)> {
 /// count only when Twilio cannot be asked, and that is logged. A callback
 /// for another call than the run's is a 409 and changes nothing. Only a run
 /// in progress changes, so a repeated callback (Twilio retries) counts once.
+#[utoipa::path(post, path = "/twilio/status/{run_id}",
+    tag = "twilio", security(()),
+    params(
+        ("run_id" = Uuid, Path, description = "The phone call's run"),
+    ),
+    request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
+        description = "Twilio's form parameters, signed in `X-Twilio-Signature`"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
+        (status = 404, description = "No such run", content_type = "text/plain", body = String),
+        (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
+    ))]
 async fn on_status(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
     let Some(claimed) = hook.param("CallStatus").and_then(outcome) else {
         touch_run(&state, &hook.run_id).await?;
@@ -553,6 +608,23 @@ fn is_twilio_recording(url: &str, twilio_base: &str) -> bool {
 }
 
 /// The recording is ready: its URL is kept with the run.
+#[utoipa::path(post, path = "/twilio/recording/{run_id}",
+    tag = "twilio", security(()),
+    params(
+        ("run_id" = Uuid, Path, description = "The phone call's run"),
+    ),
+    request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
+        description = "Twilio's form parameters, signed in `X-Twilio-Signature`"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 403, description = "`X-Twilio-Signature` missing or wrong", content_type = "text/plain", body = String),
+        (status = 404, description = "No such run", content_type = "text/plain", body = String),
+        (status = 409, description = "A callback for another call than the run's", content_type = "text/plain", body = String),
+        (status = 400, description = "The form cannot be read", content_type = "text/plain", body = String),
+        (status = 415, description = "Not `application/x-www-form-urlencoded`", content_type = "text/plain", body = String),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The database is busy: Twilio retries or falls back", body = ErrorBody),
+    ))]
 async fn on_recording(State(state): State<AppState>, hook: Hook) -> Result<Response, Response> {
     let url = hook
         .param("RecordingUrl")

@@ -22,12 +22,12 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::agent_llm::{self, plan_llm, setup_required, LlmPlan};
@@ -36,6 +36,7 @@ use crate::api_keys::{self, Provider};
 use crate::auth::extract::CurrentUser;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiPath, ClientInfo};
+use crate::http::openapi::ErrorBody;
 use crate::http::AppState;
 use crate::providers::deepgram::{self, ListenParams};
 use crate::providers::llm::Streamed;
@@ -229,10 +230,10 @@ const TOUCH_EVERY: Duration = Duration::from_secs(5);
 /// The longest text turn typed inside a voice call.
 const MAX_TEXT_CHARS: usize = 4000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/web/{run_id}/audio", get(audio_socket))
-        .route("/twilio/stream/{run_id}", get(twilio_stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(audio_socket))
+        .routes(routes!(twilio_stream))
 }
 
 /// Whether the tenant's phone calls can stream audio (speech providers set
@@ -260,6 +261,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// that placed the call (403 otherwise); the run must be a phone call in
 /// progress (404, 409). Then the same pipeline as a browser call runs, with
 /// μ-law at 8 kHz both ways.
+#[utoipa::path(get, path = "/twilio/stream/{run_id}", tag = "twilio", security(()),
+    params(("run_id" = Uuid, Path, description = "The phone call's run")),
+    responses(
+        (status = 101, description = "Switched to Twilio's Media Streams WebSocket"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade, or a bad id"),
+        (status = 403, body = ErrorBody, description = "`X-Twilio-Signature` missing or wrong"),
+        (status = 404, body = ErrorBody, description = "No such run"),
+        (status = 409, body = ErrorBody, description = "Not a phone call in progress"),
+        (status = 503, body = ErrorBody, description = "The database is busy"),
+    ))]
 async fn twilio_stream(
     State(state): State<AppState>,
     ApiPath(run_id): ApiPath<Uuid>,
@@ -495,6 +506,13 @@ async fn opening(
 /// The upgrade: the caller's own web call in progress (404 for another
 /// tenant's or a missing run, 409 for a phone run or one that ended), with
 /// speech set up (400), before anything is upgraded.
+#[utoipa::path(get, path = "/web/{run_id}/audio", tag = "calls",
+    params(("run_id" = Uuid, Path, description = "The caller's web call")),
+    responses(
+        (status = 101, description = "Switched to the call's WebSocket: PCM audio both ways, transcripts, barge-in"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade, or speech is not set up"),
+        (status = 409, body = ErrorBody, description = "A phone run, or one that ended"),
+    ))]
 async fn audio_socket(
     State(state): State<AppState>,
     current: CurrentUser,

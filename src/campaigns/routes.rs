@@ -5,18 +5,20 @@
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post, MethodRouter};
-use axum::{middleware, Router};
 use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::dialer::settle_limit;
 use super::import::{self, FileError, Parsed, MAX_FILE_BYTES};
 use super::store::{
-    self, campaign_from_row, contact_from_row, owned_campaign, Campaign, Settings,
+    self, campaign_from_row, contact_from_row, owned_campaign, Campaign, ContactRow, Settings,
     CAMPAIGN_COLUMNS, CAMPAIGN_FROM, CONTACT_COLUMNS,
 };
 use super::window::Clock;
@@ -31,6 +33,7 @@ use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiPath, ApiQuery, ClientInfo};
 use crate::http::filters::{uuid_param, SqlFilter};
+use crate::http::openapi::{Envelope, ErrorBody, Paged};
 use crate::http::pagination::Page;
 use crate::http::{read_body_first, AppState};
 use crate::tiers;
@@ -40,25 +43,22 @@ use crate::tiers;
 pub const UPLOAD_BODY_LIMIT: usize = MAX_FILE_BYTES + 64 * 1024;
 
 /// Every route but the upload, which has a body limit of its own.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/campaigns", get(list_campaigns))
-        .route("/campaigns/{id}", get(get_campaign).delete(delete_campaign))
-        .route("/campaigns/{id}/contacts", get(list_contacts))
-        .route("/campaigns/{id}/start", transition_route(Transition::Start))
-        .route("/campaigns/{id}/pause", transition_route(Transition::Pause))
-        .route(
-            "/campaigns/{id}/resume",
-            transition_route(Transition::Resume),
-        )
-        .route("/campaigns/{id}/stop", transition_route(Transition::Stop))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_campaigns))
+        .routes(routes!(get_campaign, delete_campaign))
+        .routes(routes!(list_contacts))
+        .routes(routes!(start_campaign))
+        .routes(routes!(pause_campaign))
+        .routes(routes!(resume_campaign))
+        .routes(routes!(stop_campaign))
 }
 
 /// `POST /campaigns`, reading bodies up to `UPLOAD_BODY_LIMIT` (a CSV file)
 /// where every other route stops at the JSON limit.
-pub fn upload_router() -> Router<AppState> {
-    Router::new()
-        .route("/campaigns", post(create_campaign))
+pub fn upload_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_campaign))
         .layer(middleware::from_fn_with_state(
             UPLOAD_BODY_LIMIT,
             read_body_first,
@@ -250,6 +250,37 @@ fn import_report(p: &Parsed) -> serde_json::Value {
     })
 }
 
+/// The form of a new campaign, for the OpenAPI document: the handler
+/// reads the multipart fields one by one (`read_upload`), so this type is
+/// never built.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CampaignForm {
+    /// 1–100 characters.
+    name: String,
+    agent_id: Uuid,
+    /// The CSV: a `phone_number` column (or `phone`), optional `first_name`,
+    /// `last_name`, `timezone`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    max_retries: Option<i64>,
+    retry_delay_seconds: Option<i64>,
+    min_talk_seconds: Option<i64>,
+    /// Local calling hours, `HH:MM`.
+    window_start: Option<String>,
+    window_end: Option<String>,
+}
+
+/// Create a campaign from a CSV file (at most 10 MB): numbers normalised
+/// to E.164, duplicates dropped, bad rows reported.
+#[utoipa::path(post, path = "/campaigns", tag = "campaigns",
+    request_body(content = CampaignForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = Envelope<serde_json::Value>, description = "`data`: the campaign with its `import` report (`imported`, `duplicates`, `invalid`, …)"),
+        (status = 404, body = ErrorBody, description = "No such agent, or another tenant's"),
+        (status = 415, body = ErrorBody, description = "Not `multipart/form-data`"),
+        (status = 422, body = ErrorBody, description = "No valid row in the file"),
+    ))]
 async fn create_campaign(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -353,7 +384,8 @@ async fn create_campaign(
     Ok(ok(StatusCode::CREATED, data))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -361,6 +393,9 @@ struct ListQuery {
     agent_id: Option<String>,
 }
 
+/// The caller's campaigns with their contact counts, newest first.
+#[utoipa::path(get, path = "/campaigns", tag = "campaigns", params(ListQuery),
+    responses((status = 200, body = Paged<Campaign>)))]
 async fn list_campaigns(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -400,6 +435,10 @@ fn find(conn: &Connection, user_id: &str, id: &str) -> ApiResult<Campaign> {
     owned_campaign(conn, user_id, id)?.ok_or_else(|| ApiError::not_found("Campaign"))
 }
 
+/// One campaign with its progress and its newest 100 calls.
+#[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses((status = 200, body = Envelope<serde_json::Value>, description = "`data`: the campaign with `progress` and `runs`")))]
 async fn get_campaign(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -420,13 +459,18 @@ async fn get_campaign(
     Ok(ok(StatusCode::OK, data))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ContactsQuery {
     page: Option<u32>,
     limit: Option<u32>,
     status: Option<String>,
 }
 
+/// A campaign's contacts, in the file's order.
+#[utoipa::path(get, path = "/campaigns/{id}/contacts", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign"), ContactsQuery),
+    responses((status = 200, body = Paged<ContactRow>)))]
 async fn list_contacts(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -527,13 +571,70 @@ impl Transition {
     }
 }
 
-/// The route of one transition: every one takes the same request.
-fn transition_route(t: Transition) -> MethodRouter<AppState> {
-    post(
-        move |s: State<AppState>, u: CurrentUser, c: ClientInfo, p: ApiPath<Uuid>| {
-            transition(t, s, u, c, p)
-        },
-    )
+/// created → running (needs what a phone call needs).
+#[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: the campaign with `progress`"),
+        (status = 409, body = ErrorBody, description = "Not in a state this change starts from (`state` names it)"),
+        (status = 422, body = ErrorBody, description = "The LLM or Twilio is not set up"),
+    ))]
+async fn start_campaign(
+    s: State<AppState>,
+    u: CurrentUser,
+    c: ClientInfo,
+    p: ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    transition(Transition::Start, s, u, c, p).await
+}
+
+/// running → paused.
+#[utoipa::path(post, path = "/campaigns/{id}/pause", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: the campaign with `progress`"),
+        (status = 409, body = ErrorBody, description = "Not running"),
+    ))]
+async fn pause_campaign(
+    s: State<AppState>,
+    u: CurrentUser,
+    c: ClientInfo,
+    p: ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    transition(Transition::Pause, s, u, c, p).await
+}
+
+/// paused → running (needs what a phone call needs).
+#[utoipa::path(post, path = "/campaigns/{id}/resume", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: the campaign with `progress`"),
+        (status = 409, body = ErrorBody, description = "Not paused"),
+        (status = 422, body = ErrorBody, description = "The LLM or Twilio is not set up"),
+    ))]
+async fn resume_campaign(
+    s: State<AppState>,
+    u: CurrentUser,
+    c: ClientInfo,
+    p: ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    transition(Transition::Resume, s, u, c, p).await
+}
+
+/// running or paused → stopped.
+#[utoipa::path(post, path = "/campaigns/{id}/stop", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: the campaign with `progress`"),
+        (status = 409, body = ErrorBody, description = "Neither running nor paused"),
+    ))]
+async fn stop_campaign(
+    s: State<AppState>,
+    u: CurrentUser,
+    c: ClientInfo,
+    p: ApiPath<Uuid>,
+) -> ApiResult<Response> {
+    transition(Transition::Stop, s, u, c, p).await
 }
 
 async fn transition(
@@ -605,6 +706,13 @@ async fn transition(
     Ok(ok(StatusCode::OK, with_progress(&updated)?))
 }
 
+/// Delete a campaign and its contacts.
+#[utoipa::path(delete, path = "/campaigns/{id}", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "The campaign")),
+    responses(
+        (status = 200, body = Envelope<serde_json::Value>, description = "`data`: `{id, name, deleted: true}`"),
+        (status = 409, body = ErrorBody, description = "The campaign is running"),
+    ))]
 async fn delete_campaign(
     State(state): State<AppState>,
     current: CurrentUser,

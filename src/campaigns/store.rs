@@ -18,7 +18,7 @@ use crate::tiers;
 
 /// How a campaign dials: retries, their delay, the talk time that counts
 /// as reached, and the local calling hours.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Settings {
     pub max_retries: i64,
     pub retry_delay_seconds: i64,
@@ -40,7 +40,7 @@ impl Default for Settings {
 }
 
 /// A campaign with its agent's name and how its contacts stand.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
     pub id: String,
     pub name: String,
@@ -57,14 +57,14 @@ pub struct Campaign {
     pub contacts: Counts,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CampaignAgent {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
 }
 
-#[derive(Debug, Serialize, Clone, Copy, Default)]
+#[derive(Debug, Serialize, Clone, Copy, Default, utoipa::ToSchema)]
 pub struct Counts {
     pub total: i64,
     pub pending: i64,
@@ -273,7 +273,7 @@ pub fn delete_campaign(conn: &Connection, user_id: &str, id: &str) -> rusqlite::
 }
 
 /// A contact as the contacts list shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactRow {
     pub id: String,
     pub phone_number: String,

@@ -6,12 +6,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::openapi::{Envelope, ErrorBody};
 use crate::crypto::password::HashQueueError;
 use crate::db::DbError;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -196,13 +197,17 @@ impl From<rusqlite::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("success".into(), Value::Bool(false));
-        body.insert("message".into(), Value::String(self.message));
-        body.insert("code".into(), Value::String(self.code.to_string()));
-        if !self.errors.is_empty() {
-            body.insert("errors".into(), json!(self.errors));
-        }
+        let envelope = ErrorBody {
+            success: false,
+            message: self.message,
+            code: self.code.to_string(),
+            errors: self.errors,
+        };
+        let mut body = match serde_json::to_value(envelope) {
+            Ok(Value::Object(body)) => body,
+            // Strings and a list of them always serialise to an object.
+            _ => Map::new(),
+        };
         body.extend(self.extra);
         let mut response = (self.status, Json(Value::Object(body))).into_response();
         if let Some(secs) = self.retry_after {
@@ -216,7 +221,14 @@ impl IntoResponse for ApiError {
 
 /// `{"success": true, "data": …}` with the given status.
 pub fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
-    (status, Json(json!({ "success": true, "data": data }))).into_response()
+    (
+        status,
+        Json(Envelope {
+            success: true,
+            data,
+        }),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -14,8 +14,37 @@ use super::error::{ApiError, FieldError};
 use crate::config::NetList;
 
 /// A JSON body. Malformed JSON is a 400, wrong types name the field (400), a
+/// field the type does not know is a 400 naming it (request types deny
+/// unknown fields, so a misspelt `llm_modle` is not silently ignored), a
 /// missing `Content-Type: application/json` is a 415, an oversized body a 413.
 pub struct ApiJson<T>(pub T);
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "expected
+/// `a`", or "there are no fields") under the path `at` ("" at the top):
+/// a 400 naming the field and what is known there.
+fn unknown_field(at: &str, message: &str) -> Option<ApiError> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (name, expected) = rest.split_once('`')?;
+    // serde_path_to_error's path usually ends with the unknown field.
+    let field = if at.is_empty() {
+        name.to_string()
+    } else if at == name || at.ends_with(&format!(".{name}")) {
+        at.to_string()
+    } else {
+        format!("{at}.{name}")
+    };
+    let known = expected
+        .trim_start_matches(", ")
+        .replace('`', "")
+        .replace("expected one of ", "")
+        .replace("expected ", "");
+    let mut err = ApiError::fields(vec![FieldError {
+        field: field.clone(),
+        message: format!("is not a known field ({known})"),
+    }]);
+    err.message = format!("unknown field \"{field}\"");
+    Some(err)
+}
 
 /// Splits serde's "field.path: what went wrong at line 1 column 9" into
 /// a field name and a message.
@@ -25,6 +54,15 @@ fn data_error(text: &str) -> ApiError {
         .filter(|(head, _)| head.starts_with("Failed to deserialize"))
         .map_or(text, |(_, rest)| rest);
     let text = text.split(" at line ").next().unwrap_or(text);
+    if let Some(err) = unknown_field("", text) {
+        return err;
+    }
+    if let Some(err) = text
+        .split_once(": ")
+        .and_then(|(at, message)| unknown_field(at, message))
+    {
+        return err;
+    }
     match text.split_once(": ") {
         Some((field, message)) if !field.contains(' ') && !field.is_empty() => {
             ApiError::fields(vec![FieldError {
@@ -142,6 +180,23 @@ mod tests {
         );
         let e = data_error("Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2");
         assert_eq!(e.errors[0].field, "email");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_what_is_known() {
+        let e = data_error("Failed to deserialize the JSON body into the target type: unknown field `llm_modle`, expected one of `llm_provider`, `llm_model` at line 1 column 12");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, "unknown field \"llm_modle\"");
+        assert_eq!(e.errors[0].field, "llm_modle");
+        assert_eq!(
+            e.errors[0].message,
+            "is not a known field (llm_provider, llm_model)"
+        );
+        let e = data_error("Failed to deserialize the JSON body into the target type: llm_modle: unknown field `llm_modle`, expected `llm_model` at line 1 column 12");
+        assert_eq!(e.errors[0].field, "llm_modle");
+        let e = data_error("Failed to deserialize the JSON body into the target type: settings.x: unknown field `x`, expected `y` at line 1 column 30");
+        assert_eq!(e.errors[0].field, "settings.x");
+        assert_eq!(e.errors[0].message, "is not a known field (y)");
     }
 }
 

@@ -17,16 +17,18 @@ use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt;
 use include_dir::{include_dir, Dir};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::db::{migrate, Db, DbError};
 use error::{ok, ApiError};
+use openapi::{Envelope, ErrorBody};
 
 static STATIC_UI: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/static");
 
@@ -55,9 +57,21 @@ pub struct AppState {
     pub readiness: Arc<crate::db::health::Readiness>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/openapi.json", get(openapi_json))
+/// Every documented route, in the three routers that take different layers,
+/// and the document the annotations of their handlers make.
+pub(crate) struct Routes {
+    /// `/api`'s routes whose bodies are at most `JSON_BODY_LIMIT`.
+    api: Router<AppState>,
+    /// The CSV upload, which reads a larger body than any other route.
+    upload: Router<AppState>,
+    /// Health, metrics: outside `/api`.
+    top: Router<AppState>,
+    pub(crate) doc: utoipa::openapi::OpenApi,
+}
+
+pub(crate) fn routes() -> Routes {
+    let (api, api_doc) = OpenApiRouter::new()
+        .routes(routes!(openapi_json))
         .nest("/auth", crate::auth::routes::router())
         .nest("/admin", crate::admin::routes::router())
         .nest("/agents", crate::agents::routes::router())
@@ -68,6 +82,32 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::usage::routes::router())
         .merge(crate::campaigns::routes::router())
         .merge(crate::auth::rate_limit::router())
+        .split_for_parts();
+    let (upload, upload_doc) = crate::campaigns::routes::upload_router().split_for_parts();
+    let (top, doc) = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(liveness))
+        .routes(routes!(readiness))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    // `merge`, not a second `nest`: nesting replaces a path's item, and
+    // `/api/campaigns` has its GET here and its POST in the upload.
+    let mut api_doc = api_doc;
+    api_doc.merge(upload_doc);
+    let doc = doc.nest("/api", api_doc);
+    Routes {
+        api,
+        upload,
+        top,
+        doc,
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let Routes {
+        api, upload, top, ..
+    } = routes();
+    let api = api
         .fallback(api_not_found)
         .layer(middleware::from_fn_with_state(
             JSON_BODY_LIMIT,
@@ -75,13 +115,8 @@ pub fn router(state: AppState) -> Router {
         ))
         // The CSV upload reads a larger body than any other route; it joins
         // after the layer above so that one does not cut it at 1 MiB.
-        .merge(crate::campaigns::routes::upload_router());
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/liveness", get(liveness))
-        .route("/health/readiness", get(readiness))
-        .route("/metrics", get(ops::metrics))
-        .nest("/api", api)
+        .merge(upload);
+    top.nest("/api", api)
         .fallback(static_ui)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -283,14 +318,30 @@ async fn database_answers(db: &Db) -> bool {
     )
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+    /// `ok` or `unavailable`.
+    database: &'static str,
+}
+
+/// The server's status, version, uptime and database.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses(
+        (status = 200, body = Envelope<Health>),
+        (status = 503, body = ErrorBody, description = "The database does not answer; `data` holds the status"),
+    ))]
 async fn health(State(s): State<AppState>) -> Response {
     let db_ok = database_answers(&s.db).await;
-    let body = json!({
-        "status": if db_ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": s.started.elapsed().as_secs(),
-        "database": if db_ok { "ok" } else { "unavailable" },
-    });
+    let body = Health {
+        status: if db_ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: s.started.elapsed().as_secs(),
+        database: if db_ok { "ok" } else { "unavailable" },
+    };
     if db_ok {
         ok(StatusCode::OK, body)
     } else {
@@ -299,19 +350,48 @@ async fn health(State(s): State<AppState>) -> Response {
             "DATABASE_UNAVAILABLE",
             "The database does not answer",
         )
-        .with("data", body)
+        .with("data", json!(body))
         .into_response()
     }
 }
 
+/// This description.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", security(()),
+    responses((status = 200, description = "An OpenAPI 3.1 document", body = Object)))]
 async fn openapi_json() -> Response {
     axum::Json(openapi::document()).into_response()
 }
 
-async fn liveness() -> Response {
-    ok(StatusCode::OK, json!({ "status": "alive" }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Liveness {
+    /// `alive`.
+    status: &'static str,
 }
 
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health/liveness", tag = "health", security(()),
+    responses((status = 200, body = Envelope<Liveness>)))]
+async fn liveness() -> Response {
+    ok(StatusCode::OK, Liveness { status: "alive" })
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    schema_version: Option<i32>,
+    expected_schema_version: i32,
+    /// What the last periodic check found wrong, `null` when it passed.
+    problem: Option<String>,
+}
+
+/// 200 when the database is migrated, answers, and the periodic check
+/// passed.
+#[utoipa::path(get, path = "/health/readiness", tag = "health", security(()),
+    responses(
+        (status = 200, body = Envelope<Readiness>),
+        (status = 503, body = ErrorBody, description = "Not ready; `data` holds the status"),
+    ))]
 async fn readiness(State(s): State<AppState>) -> Response {
     let version = s.db.read(|c| migrate::current_version(c)).await.ok();
     let latest = migrate::latest_version();
@@ -319,17 +399,17 @@ async fn readiness(State(s): State<AppState>) -> Response {
     // file): a load balancer stops sending writes here until it passes.
     let problem = s.readiness.problem();
     let ready = version == Some(latest) && problem.is_none() && database_answers(&s.db).await;
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "schema_version": version,
-        "expected_schema_version": latest,
-        "problem": problem,
-    });
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        schema_version: version,
+        expected_schema_version: latest,
+        problem,
+    };
     if ready {
         ok(StatusCode::OK, body)
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", "Not ready")
-            .with("data", body)
+            .with("data", json!(body))
             .into_response()
     }
 }

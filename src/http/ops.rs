@@ -171,6 +171,11 @@ fn log_response(res: &Response, latency: Duration, _span: &Span) {
 
 /// `GET /metrics`: the Prometheus text format, for the addresses in
 /// `VOXFLOW_METRICS_ALLOW` or an admin session; 403 for anyone else.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 403, description = "Neither an allowed address nor an admin session", body = crate::http::openapi::ErrorBody),
+    ))]
 pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     let allowed = client_ip(&req).is_some_and(|ip| state.config.metrics_allow.contains(ip));
     if !allowed {

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::openapi::{Paged, Pagination};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -41,24 +41,29 @@ impl Page {
     }
 
     /// The `pagination` member for `total` items.
-    pub fn pagination(&self, total: i64) -> Value {
+    pub fn pagination(&self, total: i64) -> Pagination {
         let pages = if total == 0 {
             0
         } else {
             (total + self.limit() - 1) / self.limit()
         };
-        json!({ "page": self.page, "limit": self.limit, "total": total, "pages": pages })
+        Pagination {
+            page: self.page,
+            limit: self.limit,
+            total,
+            pages,
+        }
     }
 
     /// `{"success": true, "data": items, "pagination": {…}}`.
-    pub fn respond<T: Serialize>(&self, items: T, total: i64) -> Response {
+    pub fn respond<T: Serialize>(&self, items: Vec<T>, total: i64) -> Response {
         (
             StatusCode::OK,
-            Json(json!({
-                "success": true,
-                "data": items,
-                "pagination": self.pagination(total),
-            })),
+            Json(Paged {
+                success: true,
+                data: items,
+                pagination: self.pagination(total),
+            }),
         )
             .into_response()
     }

@@ -5,17 +5,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult, FieldError};
 use crate::http::extract::{ApiJson, ClientInfo};
+use crate::http::openapi::Envelope;
 use crate::http::AppState;
 
 pub const LLM_GROQ: &str = "groq";
@@ -27,7 +28,7 @@ pub const SPEECH_OPENAI_COMPATIBLE: &str = "openai_compatible";
 const SPEECH_PROVIDERS: [&str; 2] = [SPEECH_DEEPGRAM, SPEECH_OPENAI_COMPATIBLE];
 const MAX_URL_LEN: usize = 2048;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ServiceConfig {
     pub llm_provider: String,
     pub llm_model: String,
@@ -82,10 +83,13 @@ pub fn load(conn: &Connection, user_id: &str) -> rusqlite::Result<ServiceConfig>
     Ok(found.unwrap_or(d))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/config/service", get(get_config).post(save_config))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_config, save_config))
 }
 
+/// The LLM, voice and transcription settings (defaults where unsaved).
+#[utoipa::path(get, path = "/config/service", tag = "configuration",
+    responses((status = 200, body = Envelope<ServiceConfig>)))]
 async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let id = current.user.id;
     let config = state
@@ -96,7 +100,8 @@ async fn get_config(State(state): State<AppState>, current: CurrentUser) -> ApiR
 }
 
 /// Every field is optional: what is left out keeps its saved (or default) value.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ConfigBody {
     llm_provider: Option<String>,
     llm_model: Option<String>,
@@ -222,6 +227,10 @@ fn merge(current: ServiceConfig, body: ConfigBody) -> Result<ServiceConfig, ApiE
     }
 }
 
+/// Save the service settings: what is left out keeps its value.
+#[utoipa::path(post, path = "/config/service", tag = "configuration",
+    request_body = ConfigBody,
+    responses((status = 200, body = Envelope<ServiceConfig>)))]
 async fn save_config(
     State(state): State<AppState>,
     current: CurrentUser,

@@ -165,11 +165,13 @@ pub fn bucket(seconds: i64) -> &'static str {
         .map_or(BUCKETS[0].1, |(_, name)| name)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DailyReport {
     pub date: String,
     pub timezone: String,
     pub agent_id: Option<String>,
+    /// The local day's start and end in UTC.
+    #[schema(value_type = Object)]
     pub window: Value,
     pub total_calls: usize,
     pub total_duration_seconds: i64,

@@ -5,11 +5,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::csv;
@@ -24,19 +24,20 @@ use crate::http::extract::ApiQuery;
 use crate::http::filters::{
     check_disposition, given, like_pattern, optional_filter, unless_all, SqlFilter,
 };
+use crate::http::openapi::{Envelope, ErrorBody, Paged};
 use crate::http::pagination::Page;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/usage/dashboard", get(dashboard))
-        .route("/usage/history", get(history))
-        .route("/reports/daily", get(daily_report))
-        .route("/reports/download", get(download_report))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(history))
+        .routes(routes!(daily_report))
+        .routes(routes!(download_report))
 }
 
 /// One day of this month's usage, zero-filled when nothing was counted.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UsageDay {
     date: String,
     tokens: f64,
@@ -70,6 +71,9 @@ fn daily_series(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<UsageD
     .collect()
 }
 
+/// This month's usage, its warning, the daily series and the agent limit.
+#[utoipa::path(get, path = "/usage/dashboard", tag = "usage",
+    responses((status = 200, body = Envelope<Dashboard>)))]
 async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiResult<Response> {
     let user_id = current.user.id;
     let (month, limits, daily) = state
@@ -84,36 +88,79 @@ async fn dashboard(State(state): State<AppState>, current: CurrentUser) -> ApiRe
         })
         .await?;
     let percent = percent_used(month.tokens_used, month.quota);
-    let period_start = daily.first().map(|d| d.date.clone());
-    let period_end = daily.last().map(|d| d.date.clone());
+    let period = Period {
+        start: daily.first().map(|d| d.date.clone()),
+        end: daily.last().map(|d| d.date.clone()),
+        timezone: "UTC",
+    };
     Ok(ok(
         StatusCode::OK,
-        json!({
-            "period": { "start": period_start, "end": period_end, "timezone": "UTC" },
-            "tokens_used": month.tokens_used,
-            "quota": month.quota,
-            "remaining": month.tokens_remaining,
-            "percent": percent,
-            "warning": warning(percent),
-            "calls": month.calls,
-            "duration": month.duration_seconds,
-            "costs": month.costs,
-            "daily": daily,
-            "agents": limits.json(),
-            // The first edition's names for figures above: this month's
-            // tokens and completed calls, the agent count, and the month's
-            // call time as its pages print it.
-            "current_usage": {
-                "agents": limits.current,
-                "tokens_this_month": month.tokens_used,
+        Dashboard {
+            period,
+            tokens_used: month.tokens_used,
+            quota: month.quota,
+            remaining: month.tokens_remaining,
+            percent,
+            warning: warning(percent),
+            calls: month.calls,
+            duration: month.duration_seconds,
+            costs: month.costs,
+            agents: limits.json(),
+            current_usage: FirstEditionUsage {
+                agents: limits.current,
+                tokens_this_month: month.tokens_used,
             },
-            "total_runs": month.calls,
-            "total_duration_formatted": hours_minutes(month.duration_seconds),
-        }),
+            total_runs: month.calls,
+            total_duration_formatted: hours_minutes(month.duration_seconds),
+            daily,
+        },
     ))
 }
 
-#[derive(Deserialize)]
+/// The days the dashboard covers: this month (UTC) up to today.
+#[derive(Serialize, ToSchema)]
+struct Period {
+    start: Option<String>,
+    end: Option<String>,
+    timezone: &'static str,
+}
+
+/// The first edition's names for figures of the dashboard: this month's
+/// tokens and completed calls, the agent count.
+#[derive(Serialize, ToSchema)]
+struct FirstEditionUsage {
+    agents: i64,
+    tokens_this_month: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Dashboard {
+    period: Period,
+    tokens_used: f64,
+    quota: i64,
+    remaining: f64,
+    /// Of the quota used, 0–100 (100 without a quota).
+    percent: f64,
+    /// `none`, `80`, `90` or `100`: the threshold passed.
+    warning: &'static str,
+    /// Completed calls this month.
+    calls: i64,
+    /// Seconds of calls this month.
+    duration: i64,
+    costs: f64,
+    daily: Vec<UsageDay>,
+    /// `{current, max, remaining}`.
+    #[schema(value_type = Object)]
+    agents: serde_json::Value,
+    current_usage: FirstEditionUsage,
+    /// `calls`, by the first edition's name.
+    total_runs: i64,
+    /// `duration` as `1h 02m`.
+    total_duration_formatted: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     page: Option<u32>,
     limit: Option<u32>,
@@ -145,7 +192,7 @@ async fn agent_filter(
 
 /// A run with its agent's name and what its LLM turns cost (dollars), as
 /// the history lists it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HistoryRun {
     #[serde(flatten)]
     run: Run,
@@ -155,7 +202,7 @@ struct HistoryRun {
     api_costs: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AgentName {
     name: String,
 }
@@ -164,6 +211,12 @@ struct AgentName {
 const RUN_LLM_COST: &str =
     "(SELECT coalesce(sum(u.cost_micros), 0) FROM llm_usage u WHERE u.run_id = r.id)";
 
+/// The caller's runs, newest first, with filters.
+#[utoipa::path(get, path = "/usage/history", tag = "usage", params(HistoryQuery),
+    responses(
+        (status = 200, body = Paged<HistoryRun>),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn history(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -236,8 +289,10 @@ async fn history(
     Ok(page.respond(runs, total))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// The local day, `YYYY-MM-DD` (required).
     date: Option<String>,
     agent_id: Option<String>,
     timezone: Option<String>,
@@ -290,6 +345,12 @@ async fn report_runs(
     Ok((window, agent, runs))
 }
 
+/// One local day's completed runs, summarised.
+#[utoipa::path(get, path = "/reports/daily", tag = "usage", params(ReportQuery),
+    responses(
+        (status = 200, body = Envelope<DailyReport>),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn daily_report(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -309,6 +370,12 @@ pub const CSV_HEADER: [&str; 7] = [
     "Tokens",
 ];
 
+/// The same runs as CSV.
+#[utoipa::path(get, path = "/reports/download", tag = "usage", params(ReportQuery),
+    responses(
+        (status = 200, description = "The runs as CSV", content_type = "text/csv", body = String),
+        (status = 404, body = ErrorBody, description = "`agent_id` is not one of the caller's agents"),
+    ))]
 async fn download_report(
     State(state): State<AppState>,
     current: CurrentUser,

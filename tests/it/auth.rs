@@ -187,11 +187,21 @@ async fn registration_validates_and_refuses_duplicates_and_paid_tiers() {
         "every bad field is named: {body}"
     );
 
+    // Fields a registration does not take are refused by name (no account
+    // is made); the first edition's `subscription_tier` is taken and
+    // ignored.
+    for (field, value) in [("role", json!("admin")), ("max_agents", json!(500))] {
+        let mut asked = json!({"email": "rich@example.com", "password": PASSWORD});
+        asked[field] = value;
+        let (status, body) = post(&app, "/api/auth/register", None, asked).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
     let (status, body) = post(
         &app,
         "/api/auth/register",
         None,
-        json!({"email": "rich@example.com", "password": PASSWORD, "subscription_tier": "enterprise", "role": "admin", "max_agents": 500}),
+        json!({"email": "rich@example.com", "password": PASSWORD, "subscription_tier": "enterprise"}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

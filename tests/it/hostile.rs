@@ -1,48 +1,16 @@
 //! Every endpoint, fed malformed JSON, wrong types, over-long fields, bad
 //! ids, oversized bodies and hostile strings, answers a 4xx (or a success)
 //! in the API's envelope: never a 500, never a body that is not the envelope,
-//! and the database stays consistent.
+//! and the database stays consistent. The fields each body is filled with
+//! are the ones the OpenAPI document gives its schema, so every variant
+//! reaches validation (an unknown field would be refused before it).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::auth::{admin_token, post, register};
 use crate::common::TestApp;
-
-/// Every field name any endpoint reads, so each variant reaches validation.
-const FIELDS: [&str; 31] = [
-    "email",
-    "password",
-    "organization_name",
-    "name",
-    "type",
-    "use_case",
-    "description",
-    "agent_id",
-    "run_id",
-    "message",
-    "conversation_history",
-    "disposition",
-    "llm_provider",
-    "llm_model",
-    "llm_base_url",
-    "tts_provider",
-    "tts_voice",
-    "stt_provider",
-    "stt_model",
-    "api_key",
-    "account_sid",
-    "auth_token",
-    "phone_number",
-    "from_phone_number",
-    "current_password",
-    "new_password",
-    "max_agents",
-    "monthly_token_quota",
-    "subscription_tier",
-    "role",
-    "is_active",
-];
+use crate::openapi::{body_fields, document, operations, Op};
 
 const HOSTILE: [&str; 8] = [
     "'; DROP TABLE users; --",
@@ -55,16 +23,19 @@ const HOSTILE: [&str; 8] = [
     "Robert'); DELETE FROM agents WHERE ('1'='1",
 ];
 
-fn every_field(value: Value) -> Value {
+/// Every field of `fields` set to `value`.
+fn every_field(fields: &[String], value: Value) -> Value {
     let mut m = Map::new();
-    for f in FIELDS {
-        m.insert(f.to_string(), value.clone());
+    for f in fields {
+        m.insert(f.clone(), value.clone());
     }
     Value::Object(m)
 }
 
-/// Bodies to throw at a JSON endpoint: raw bytes and JSON values.
-fn bodies() -> Vec<(String, Vec<u8>)> {
+/// Bodies to throw at a JSON endpoint whose body has `fields`: raw bytes
+/// and JSON values.
+fn bodies(fields: &[String]) -> Vec<(String, Vec<u8>)> {
+    let every_field = |v: Value| every_field(fields, v);
     let mut out: Vec<(String, Vec<u8>)> = vec![
         ("malformed".into(), b"{\"name\": ".to_vec()),
         ("not json".into(), b"hello".to_vec()),
@@ -157,27 +128,30 @@ async fn probe(
     }
 }
 
+/// The documented operation `method path` stands for (a `{…}` segment
+/// there stands for any value here).
+fn documented<'a>(ops: &'a [Op], method: &Method, path: &str) -> Option<&'a Op> {
+    ops.iter().find(|o| {
+        let (a, b): (Vec<&str>, Vec<&str>) =
+            (o.path.split('/').collect(), path.split('/').collect());
+        o.method == method
+            && a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
+    })
+}
+
 /// Hits `routes` with every body (for writes), every bad id and the given
 /// real ids (for `{id}` routes), and hostile query strings (for reads).
 async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[String]) {
-    // Every route swept is one the OpenAPI document describes (a `{…}`
-    // segment there stands for any value here).
-    let documented = |method: &Method, path: &str| {
-        voxflow::http::openapi::ENDPOINTS.iter().any(|e| {
-            let (a, b): (Vec<&str>, Vec<&str>) =
-                (e.path.split('/').collect(), path.split('/').collect());
-            e.method.eq_ignore_ascii_case(method.as_str())
-                && a.len() == b.len()
-                && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
-        })
-    };
+    let doc = document(app).await;
+    let ops = operations(&doc);
+    // Every route swept is one the OpenAPI document describes.
     for (method, template) in routes {
         assert!(
-            documented(method, template),
+            documented(&ops, method, template).is_some(),
             "{method} {template} is missing from the OpenAPI document"
         );
     }
-    let bodies = bodies();
     let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
     all_ids.extend(ids.iter().cloned());
     let queries = [
@@ -196,6 +170,11 @@ async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[Str
         "?agent_id=00000000-0000-4000-8000-000000000000&min_duration=9&max_duration=3",
     ];
     for (method, template) in routes {
+        let fields = documented(&ops, method, template)
+            .and_then(|o| o.json_body(&doc))
+            .map(|schema| body_fields(&doc, schema))
+            .unwrap_or_default();
+        let bodies = bodies(&fields);
         let paths: Vec<String> = if template.contains("{id}") {
             all_ids
                 .iter()
@@ -224,7 +203,9 @@ async fn sweep(app: &TestApp, token: &str, routes: &[(Method, &str)], ids: &[Str
 async fn sweep_webhooks(app: &TestApp, ids: &[String]) {
     let mut all_ids: Vec<String> = BAD_IDS.iter().map(|s| s.to_string()).collect();
     all_ids.extend(ids.iter().cloned());
-    let mut bodies: Vec<(String, &str, Vec<u8>)> = bodies()
+    let doc = document(app).await;
+    let ops = operations(&doc);
+    let mut bodies: Vec<(String, &str, Vec<u8>)> = bodies(&[])
         .into_iter()
         .map(|(what, b)| (what, "application/json", b))
         .collect();
@@ -254,9 +235,8 @@ async fn sweep_webhooks(app: &TestApp, ids: &[String]) {
     for kind in ["webhook", "gather", "status", "recording"] {
         let template = format!("/api/calls/twilio/{kind}/{{run_id}}");
         assert!(
-            voxflow::http::openapi::ENDPOINTS
-                .iter()
-                .any(|e| e.method == "post" && e.path == template),
+            ops.iter()
+                .any(|o| o.method == Method::POST && o.path == template),
             "{template} is missing from the OpenAPI document"
         );
         for id in &all_ids {
