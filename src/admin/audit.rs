@@ -28,11 +28,13 @@ pub struct Entry<'a> {
 }
 
 pub fn record(conn: &Connection, e: &Entry<'_>) -> rusqlite::Result<()> {
-    conn.execute(
+    // Cached: most writes of the API record one.
+    conn.prepare_cached(
         "INSERT INTO admin_audit_logs
            (admin_user_id, action, target_user_id, target_resource_type, target_resource_id, details, ip_address, user_agent)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )?
+    .execute(params![
             e.admin_user_id,
             e.action,
             e.target_user_id,

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension, Transaction};
+use rusqlite::{types::Value as SqlValue, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;

@@ -123,15 +123,16 @@ async fn create_agent(
             let tx = c.savepoint()?;
             // The enforce_agent_limit trigger decides; SQLite's single writer
             // means nobody can insert between its count and this insert.
-            let inserted = tx.query_row(
-                &format!(
+            let inserted = tx
+                .prepare_cached(&format!(
                     "INSERT INTO agents (user_id, name, type, use_case, description,
                                          first_message, voice, language, max_call_seconds,
                                          record_calls)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, coalesce(?9, 600), coalesce(?10, 0))
                      RETURNING {}",
                     AGENT_COLUMNS.replace("a.", "")
-                ),
+                ))?
+                .query_row(
                 params![
                     user_id,
                     input.name,

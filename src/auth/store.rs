@@ -237,12 +237,13 @@ pub struct SessionUser {
 }
 
 pub fn session_user(conn: &Connection, token: &str) -> rusqlite::Result<Option<SessionUser>> {
-    conn.query_row(
-        &format!(
-            "SELECT s.id, s.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'), {USER_COLUMNS}
+    // Cached: every authenticated request runs it.
+    conn.prepare_cached(&format!(
+        "SELECT s.id, s.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'), {USER_COLUMNS}
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND s.expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-        ),
+    ))?
+    .query_row(
         [sha256_hex(token.as_bytes())],
         |r| {
             Ok(SessionUser {

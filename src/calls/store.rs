@@ -182,21 +182,25 @@ pub fn insert_run(
     const ATTEMPTS: usize = 10_000;
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
-        let n: i64 = conn.query_row(
-            "INSERT INTO run_number_counters (kind, last_value) VALUES (?1, 1)
-             ON CONFLICT (kind) DO UPDATE SET last_value = last_value + 1
-             RETURNING last_value",
-            [kind.code()],
-            |r| r.get(0),
-        )?;
+        // Cached, as the statements of every call's start.
+        let n: i64 = conn
+            .prepare_cached(
+                "INSERT INTO run_number_counters (kind, last_value) VALUES (?1, 1)
+                 ON CONFLICT (kind) DO UPDATE SET last_value = last_value + 1
+                 RETURNING last_value",
+            )?
+            .query_row([kind.code()], |r| r.get(0))?;
         let number = format!("WR-{}-{n:06}", kind.code());
-        let inserted = conn.query_row(
-            "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at)
-             VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-             RETURNING id, created_at",
-            params![number, agent_id, kind.run_type(), phone_number],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-        );
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO agent_runs (run_number, agent_id, type, phone_number, last_activity_at)
+                 VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 RETURNING id, created_at",
+            )?
+            .query_row(
+                params![number, agent_id, kind.run_type(), phone_number],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            );
         match inserted {
             Ok((id, created_at)) => return Ok((id, number, created_at)),
             Err(rusqlite::Error::SqliteFailure(e, msg))
@@ -306,12 +310,12 @@ pub fn script(conn: &Connection, run_id: &str) -> rusqlite::Result<Script> {
 pub fn save_transcript(conn: &Connection, run_id: &str, turns: &[Turn]) -> rusqlite::Result<()> {
     let text = serde_json::to_string(turns)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE agent_runs SET transcript_text = ?2,
                 last_activity_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
          WHERE id = ?1",
-        params![run_id, text],
-    )?;
+    )?
+    .execute(params![run_id, text])?;
     Ok(())
 }
 

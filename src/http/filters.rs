@@ -193,14 +193,13 @@ impl SqlFilter {
             w if w.is_empty() => "1 = 1".to_string(),
             w => w,
         };
-        let total: i64 = c.query_row(
-            &format!("SELECT count(*) FROM {from} WHERE {where_sql}"),
-            params_from_iter(self.args.iter()),
-            |r| r.get(0),
-        )?;
+        // Cached: a list's statements repeat with each page and request.
+        let total: i64 = c
+            .prepare_cached(&format!("SELECT count(*) FROM {from} WHERE {where_sql}"))?
+            .query_row(params_from_iter(self.args.iter()), |r| r.get(0))?;
         let (args, paged) = self.paged(page.limit(), page.offset());
         let rows = c
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {columns} FROM {from} WHERE {where_sql} ORDER BY {order} {paged}"
             ))?
             .query_map(params_from_iter(args.iter()), map)?
