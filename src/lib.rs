@@ -261,6 +261,17 @@ pub async fn start(
             "closed runs left in progress before the restart"
         );
     }
+    // An import cut short by the stop (or a crash) is hidden and half
+    // written: no request is writing it any more.
+    let unfinished_imports = db
+        .write(|c| campaigns::store::drop_unfinished_imports(c).map_err(DbError::from))
+        .await?;
+    if unfinished_imports > 0 {
+        tracing::info!(
+            imports = unfinished_imports,
+            "removed campaign imports left unfinished before the restart"
+        );
+    }
     let listener = TcpListener::bind(config.http)
         .await
         .map_err(|source| StartError::Listen {

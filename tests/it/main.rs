@@ -12,6 +12,7 @@ mod edges;
 mod first_edition;
 mod hostile;
 mod http;
+mod imports;
 mod keys;
 mod openapi;
 mod ops;
