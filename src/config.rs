@@ -259,8 +259,10 @@ pub struct Config {
     pub metrics_allow: NetList,
 
     /// The reverse proxies in front of this server (comma-separated IPs and
-    /// CIDRs): only from them are `X-Request-Id` and `X-Forwarded-For`
-    /// believed. Empty: the peer is the client.
+    /// CIDRs): only from them are `X-Forwarded-For` (the client's address,
+    /// for throttling, rate limits, sessions and the audit log),
+    /// `X-Forwarded-Proto` (HTTPS: the cookie's `Secure`, HSTS) and
+    /// `X-Request-Id` believed. Empty: the peer is the client.
     #[arg(long, env = "VOXFLOW_TRUSTED_PROXIES", default_value = "", value_parser = NetList::parse)]
     pub trusted_proxies: NetList,
 

@@ -26,14 +26,17 @@ pub mod fuzzing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -263,6 +266,17 @@ pub async fn start(
             "closed runs left in progress before the restart"
         );
     }
+    // An import cut short by the stop (or a crash) is hidden and half
+    // written: no request is writing it any more.
+    let unfinished_imports = db
+        .write(|c| campaigns::store::drop_unfinished_imports(c).map_err(DbError::from))
+        .await?;
+    if unfinished_imports > 0 {
+        tracing::info!(
+            imports = unfinished_imports,
+            "removed campaign imports left unfinished before the restart"
+        );
+    }
     let listener = TcpListener::bind(config.http)
         .await
         .map_err(|source| StartError::Listen {
@@ -375,9 +389,10 @@ struct ConnectionLimits {
 /// HTTP/1 (the only version this server speaks) with upgrades, so
 /// WebSocket calls work; a connection slot is taken before `accept`, so
 /// past the bound new connections wait in the kernel's listen queue
-/// instead of costing memory here. On `stop` no connection is accepted
-/// any more, idle ones are closed, requests in flight finish, and the
-/// function returns once every connection has ended.
+/// instead of costing memory here; a WebSocket call keeps its slot until
+/// it ends. On `stop` no connection is accepted any more, idle ones are
+/// closed, requests in flight finish, and the function returns once every
+/// HTTP exchange has ended (WebSocket calls end on their own, as before).
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -386,6 +401,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping_tx, stopping_rx) = watch::channel(false);
+    let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
     let mut stop = std::pin::pin!(stop);
     loop {
         let next = async {
@@ -411,31 +427,98 @@ async fn serve(
         };
         let (app, stopping) = (app.clone(), stopping_rx.clone());
         let header_timeout = limits.header_timeout;
+        let draining = drained_tx.clone();
+        // Small answers go out at once instead of waiting on Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let stream = Counted::new(stream, slot);
         tokio::spawn(async move {
             serve_connection(stream, peer, app, header_timeout, stopping).await;
-            drop(slot);
+            drop(draining);
         });
     }
     drop(listener);
     let _ = stopping_tx.send(true);
-    // Every connection holds a slot until it ends: having them all back
-    // means every connection has ended.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    // Every connection task holds a sender until its HTTP exchange ends
+    // (an upgraded WebSocket call lives on by itself, as under axum's
+    // `serve`): none left means none in flight.
+    drop(drained_tx);
+    let _ = drained_rx.recv().await;
     Ok(())
+}
+
+/// A client connection that holds its slot of `--max-connections` and is
+/// counted in `voxflow_http_connections_open` for as long as it is open:
+/// through an upgrade too, since the WebSocket then owns it.
+struct Counted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Counted {
+        ::metrics::gauge!("voxflow_http_connections_open").increment(1.0);
+        Counted {
+            stream,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        ::metrics::gauge!("voxflow_http_connections_open").decrement(1.0);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Serves one connection until it ends, or until `stopping` turns true
 /// and its requests in flight have been answered.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Counted,
     peer: SocketAddr,
     app: axum::Router,
     header_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
-    // Small answers go out at once instead of waiting on Nagle's timer.
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(Body::new);
         // What `into_make_service_with_connect_info` gave handlers.

@@ -80,6 +80,10 @@ fn describe() {
         "Time to answer an HTTP request, by method and route template"
     );
     describe_gauge!(
+        "voxflow_http_connections_open",
+        "Client connections being served (bounded by --max-connections)"
+    );
+    describe_gauge!(
         "voxflow_db_writer_queue_depth",
         "Database writes waiting for the writer connection"
     );

@@ -12,6 +12,12 @@ pub struct Tier {
     pub monthly_price: i64,
     pub phone_calls: bool,
     pub concurrent_calls: i64,
+    /// The most contacts one campaign's CSV may bring.
+    pub max_contacts_per_campaign: i64,
+    /// The most contacts a tenant may import in 24 hours (campaigns
+    /// deleted since still count): imports are the largest writes a tenant
+    /// can make, and every tenant's writes share one writer.
+    pub max_contacts_per_day: i64,
 }
 
 pub const TIERS: [Tier; 3] = [
@@ -22,6 +28,8 @@ pub const TIERS: [Tier; 3] = [
         monthly_price: 0,
         phone_calls: false,
         concurrent_calls: 1,
+        max_contacts_per_campaign: 1_000,
+        max_contacts_per_day: 2_000,
     },
     Tier {
         name: "pro",
@@ -30,6 +38,8 @@ pub const TIERS: [Tier; 3] = [
         monthly_price: 29,
         phone_calls: true,
         concurrent_calls: 5,
+        max_contacts_per_campaign: 50_000,
+        max_contacts_per_day: 200_000,
     },
     Tier {
         name: "enterprise",
@@ -38,6 +48,8 @@ pub const TIERS: [Tier; 3] = [
         monthly_price: 299,
         phone_calls: true,
         concurrent_calls: 25,
+        max_contacts_per_campaign: 1_000_000,
+        max_contacts_per_day: 3_000_000,
     },
 ];
 

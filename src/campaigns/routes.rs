@@ -337,48 +337,20 @@ async fn create_campaign(
         .with("import", import_report(&parsed)));
     }
 
-    let campaign = state
-        .db
-        .write(move |c| {
-            // One transaction: the campaign and all its contacts, or nothing.
-            let tx = c.savepoint()?;
-            if owned_agent(&tx, &user_id, &agent_id)?.is_none() {
-                return Err(ApiError::not_found("Agent"));
-            }
-            let id = store::insert_campaign(
-                &tx,
-                &user_id,
-                &name,
-                &agent_id,
-                &settings,
-                &parsed.contacts,
-            )?;
-            audit::record(
-                &tx,
-                &Entry {
-                    admin_user_id: &user_id,
-                    action: "create_campaign",
-                    target_user_id: Some(&user_id),
-                    resource_type: Some("campaign"),
-                    resource_id: Some(&id),
-                    details: json!({
-                        "name": name,
-                        "agent_id": agent_id,
-                        "rows": parsed.rows,
-                        "imported": parsed.contacts.len(),
-                        "duplicates": parsed.duplicates,
-                        "invalid": parsed.invalid_count,
-                    }),
-                    client: &client,
-                },
-            )?;
-            let campaign = owned_campaign(&tx, &user_id, &id)?
-                .ok_or_else(|| ApiError::internal("a campaign just inserted is missing"))?;
-            tx.commit()?;
-            Ok::<_, ApiError>((campaign, import_report(&parsed)))
-        })
-        .await?;
-    let (campaign, report) = campaign;
+    let tier = tiers::tier(&current.user.subscription_tier).unwrap_or(&tiers::TIERS[0]);
+    import::check_size(&parsed, tier)?;
+    let parsed = std::sync::Arc::new(parsed);
+    let import = import::Import {
+        user_id,
+        name,
+        agent_id,
+        settings,
+        tier,
+        client,
+        parsed: parsed.clone(),
+    };
+    let campaign = import::write(state.db.clone(), import).await?;
+    let report = import_report(&parsed);
     let mut data = serde_json::to_value(&campaign).map_err(ApiError::internal)?;
     data["import"] = report;
     Ok(ok(StatusCode::CREATED, data))

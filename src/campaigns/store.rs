@@ -112,7 +112,9 @@ pub const CAMPAIGN_COLUMNS: &str =
     a.type";
 
 /// The tables `CAMPAIGN_COLUMNS` reads.
-pub const CAMPAIGN_FROM: &str = "campaigns c JOIN agents a ON a.id = c.agent_id";
+/// Staged imports (`IMPORTING`) are left out here, once for every query.
+pub const CAMPAIGN_FROM: &str =
+    "campaigns c JOIN agents a ON a.id = c.agent_id AND c.source_type <> 'csv:importing'";
 
 pub fn campaign_from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     let reached = r.get(16)?;
@@ -206,24 +208,80 @@ pub fn campaign_runs(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Campai
     .collect()
 }
 
-/// Inserts a campaign and its contacts (in the caller's transaction);
-/// its id.
-pub fn insert_campaign(
+/// The `source_type` of a campaign whose contacts are still being written
+/// (`begin_import` to `finish_import`). `CAMPAIGN_FROM` leaves such
+/// campaigns out, so no tenant sees, starts or counts half an import.
+pub const IMPORTING: &str = "csv:importing";
+
+/// An import whose staging campaign is older than this was abandoned (its
+/// cleanup failed along with it: a full disk): the next import of the
+/// tenant removes it. The largest file imports in well under a minute.
+pub const ABANDONED_AFTER_SECS: i64 = 600;
+
+/// Why an import cannot begin.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImportRefused {
+    /// Another import of the tenant is still being written.
+    InProgress,
+    /// This many contacts were imported in the last 24 hours already.
+    DailyLimit { imported: i64 },
+}
+
+/// Contacts the tenant imported in the last 24 hours: read from the
+/// audit rows `create_campaign` writes with each import, which outlive the
+/// campaign (deleting one does not give its contacts back to the day).
+pub fn contacts_imported_last_day(conn: &Connection, user_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(sum(json_extract(details, '$.imported')), 0) FROM admin_audit_logs
+         WHERE admin_user_id = ?1 AND action = 'create_campaign'
+           AND created_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')",
+        [user_id],
+        |r| r.get(0),
+    )
+}
+
+/// Starts an import (in the caller's transaction): removes the tenant's
+/// abandoned ones, refuses a second one at once and one past the day's
+/// limit, and inserts the campaign, hidden (`IMPORTING`) until
+/// `finish_import`. Its id.
+pub fn begin_import(
     tx: &Connection,
     user_id: &str,
     name: &str,
     agent_id: &str,
     settings: &Settings,
-    contacts: &[Contact],
-) -> rusqlite::Result<String> {
+    (contacts, per_day): (i64, i64),
+) -> rusqlite::Result<Result<String, ImportRefused>> {
+    tx.execute(
+        "DELETE FROM campaigns WHERE user_id = ?1 AND source_type = ?2
+           AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3)",
+        params![
+            user_id,
+            IMPORTING,
+            format!("-{ABANDONED_AFTER_SECS} seconds")
+        ],
+    )?;
+    let busy: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE user_id = ?1 AND source_type = ?2)",
+        params![user_id, IMPORTING],
+        |r| r.get(0),
+    )?;
+    if busy {
+        return Ok(Err(ImportRefused::InProgress));
+    }
+    let imported = contacts_imported_last_day(tx, user_id)?;
+    if imported + contacts > per_day {
+        return Ok(Err(ImportRefused::DailyLimit { imported }));
+    }
     let id: String = tx.query_row(
         "INSERT INTO campaigns (user_id, name, agent_id, source_type, max_retries,
                                 retry_delay_seconds, min_talk_seconds, window_start, window_end)
-         VALUES (?1, ?2, ?3, 'csv', ?4, ?5, ?6, ?7, ?8) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
         params![
             user_id,
             name,
             agent_id,
+            IMPORTING,
             settings.max_retries,
             settings.retry_delay_seconds,
             settings.min_talk_seconds,
@@ -232,6 +290,25 @@ pub fn insert_campaign(
         ],
         |r| r.get(0),
     )?;
+    Ok(Ok(id))
+}
+
+/// Adds one chunk of an import's contacts (in the caller's transaction);
+/// false, adding nothing, when the staging campaign is gone (its agent was
+/// deleted meanwhile, and the campaign with it).
+pub fn insert_contacts(
+    tx: &Connection,
+    campaign_id: &str,
+    contacts: &[Contact],
+) -> rusqlite::Result<bool> {
+    let staged: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = ?1 AND source_type = ?2)",
+        params![campaign_id, IMPORTING],
+        |r| r.get(0),
+    )?;
+    if !staged {
+        return Ok(false);
+    }
     let mut insert = tx.prepare_cached(
         "INSERT INTO campaign_contacts (campaign_id, phone_number, first_name, last_name, timezone,
                                         extra_fields)
@@ -239,7 +316,7 @@ pub fn insert_campaign(
     )?;
     for k in contacts {
         insert.execute(params![
-            id,
+            campaign_id,
             k.phone_number,
             k.first_name,
             k.last_name,
@@ -247,7 +324,31 @@ pub fn insert_campaign(
             k.extra_fields
         ])?;
     }
-    Ok(id)
+    Ok(true)
+}
+
+/// Makes a staged import the tenant's campaign (in the caller's
+/// transaction); false when it is gone.
+pub fn finish_import(tx: &Connection, campaign_id: &str) -> rusqlite::Result<bool> {
+    let n = tx.execute(
+        "UPDATE campaigns SET source_type = 'csv' WHERE id = ?1 AND source_type = ?2",
+        params![campaign_id, IMPORTING],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes a staged import and the contacts written so far.
+pub fn drop_import(conn: &Connection, campaign_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM campaigns WHERE id = ?1 AND source_type = ?2",
+        params![campaign_id, IMPORTING],
+    )?;
+    Ok(())
+}
+
+/// Removes every staged import: at start, none can still be under way.
+pub fn drop_unfinished_imports(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM campaigns WHERE source_type = ?1", [IMPORTING])
 }
 
 /// Moves the tenant's campaign to `to` (this campaign only, by id and
@@ -507,4 +608,12 @@ pub fn running_count(conn: &Connection) -> rusqlite::Result<i64> {
         [],
         |r| r.get(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn staged_imports_are_left_out_of_every_campaign_query() {
+        assert!(super::CAMPAIGN_FROM.contains(&format!("c.source_type <> '{}'", super::IMPORTING)));
+    }
 }

@@ -90,7 +90,8 @@ fn probe_storage(dir: &Path) -> Result<(), String> {
     // Removed whether or not the write went through: a partial probe file
     // must not keep the space it got.
     let _ = std::fs::remove_file(&path);
-    written.map_err(|e| format!("cannot write to the data folder {}: {e}", dir.display()))
+    // No path in the text: `/health/readiness` shows it to anyone.
+    written.map_err(|e| format!("cannot write to the data folder: {e}"))
 }
 
 /// One check: storage, the writer (a write transaction begun and rolled

@@ -52,7 +52,7 @@ async fn send(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn upload(
+pub async fn upload(
     app: &TestApp,
     who: &Tenant,
     name: &str,
@@ -808,6 +808,8 @@ async fn a_campaign_waits_while_the_plan_s_calls_are_all_in_use() {
 async fn a_full_database_is_a_507_and_the_import_saves_nothing() {
     let app = TestApp::start_with(|c| c.db_max_size_mb = Some(1)).await;
     let t = tenant(&app, "full@example.com").await;
+    // A plan whose campaigns hold this many contacts.
+    set_tier(&app, &t, "enterprise");
     let agent = create_agent(&app, &t, "Vera").await;
     // About 2 MB of contacts: more than the cap holds.
     let mut csv = String::from("phone,first_name,last_name\n");

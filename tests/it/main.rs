@@ -13,6 +13,7 @@ mod first_edition;
 mod hostile;
 mod http;
 mod isolation;
+mod imports;
 mod keys;
 mod openapi;
 mod ops;
