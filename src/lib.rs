@@ -428,8 +428,6 @@ async fn serve(
         let (app, stopping) = (app.clone(), stopping_rx.clone());
         let header_timeout = limits.header_timeout;
         let draining = drained_tx.clone();
-        // Small answers go out at once instead of waiting on Nagle's timer.
-        let _ = stream.set_nodelay(true);
         let stream = Counted::new(stream, slot);
         tokio::spawn(async move {
             serve_connection(stream, peer, app, header_timeout, stopping).await;

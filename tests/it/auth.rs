@@ -662,9 +662,12 @@ async fn health_answers_while_200_logins_queue_for_the_hash() {
     }
     assert!(busy > 0, "no login was turned away by the full queue");
     assert!(hashed > 0);
-    // Ordering, not time: /health did not wait its turn behind the hashes.
+    // Ordering, not time: /health did not wait its turn behind the hashes
+    // (hashing on the async workers puts it behind nearly all of them). The
+    // hashes take both cores, so the other tests running beside this one
+    // slow the request path itself: a quarter of the hashes is its margin.
     assert!(
-        hashed_before * 2 < hashed,
+        hashed_before * 4 < hashed * 3,
         "/health answered after {hashed_before} of the {hashed} hashed logins"
     );
 }

@@ -787,6 +787,11 @@ async fn kill_9_while_twilio_answers_dials_each_contact_exactly_once() {
 
     for round in 0..5 {
         let seen = twilio.calls().len();
+        // A restart may dial several contacts before the round looks: once
+        // every contact has a call there is none left to be killed during.
+        if seen >= to.len() {
+            break;
+        }
         // Generous: the whole suite may be running beside this test.
         let deadline = Instant::now() + Duration::from_secs(90);
         while twilio.calls().len() <= seen {

@@ -185,7 +185,8 @@ fn routes_are_only_added_through_the_documenting_routers() {
     fn walk(dir: &Path, found: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() {
+            // The benchmark's provider stand-ins are their own servers.
+            if path.is_dir() && !path.ends_with("bin/voxflow-bench") {
                 walk(&path, found);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
