@@ -169,6 +169,18 @@ impl Transport {
         }
     }
 
+    /// Twilio's `mark` after a sentence's media; nothing for a browser.
+    fn write_mark(&self, name: &str) -> Option<Message> {
+        match self {
+            Transport::Browser => None,
+            Transport::Twilio { stream_sid } => Some(Message::Text(
+                json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+                    .to_string()
+                    .into(),
+            )),
+        }
+    }
+
     fn write_audio(&self, pcm: Vec<u8>) -> Message {
         match self {
             Transport::Browser => Message::Binary(pcm.into()),
@@ -186,8 +198,9 @@ impl Transport {
 }
 
 /// One of Twilio's Media Streams events: `media` (inbound μ-law audio in
-/// base64), `stop` (the call is over); `connected`, `start` and `mark` say
-/// nothing the session needs once it runs.
+/// base64), `stop` (the call is over); `connected`, `start` and `mark` (the
+/// echo of a sentence's mark, played) say nothing the session needs once it
+/// runs: what the caller heard is counted from the audio sent.
 fn twilio_event(text: &str) -> Input {
     use base64::Engine;
     let Ok(v) = serde_json::from_str::<Value>(text) else {
@@ -580,6 +593,13 @@ enum Out {
         generation: u64,
         spoken: Arc<Mutex<Spoken>>,
     },
+    /// The end of one sentence's audio: Twilio is sent a `mark`, which it
+    /// echoes once the caller has heard everything before it (the browser
+    /// protocol has no such event).
+    Mark {
+        name: String,
+        generation: u64,
+    },
     Close,
 }
 
@@ -726,6 +746,15 @@ async fn run_session(call: Arc<Call>, socket: WebSocket, greeting: Option<String
                             Some(due + Duration::from_millis((pcm.len() / bytes_per_ms) as u64));
                         let n = pcm.len();
                         (transport.write_audio(pcm), Some((spoken, n)))
+                    }
+                    Out::Mark { name, generation } => {
+                        if generation != current.load(std::sync::atomic::Ordering::SeqCst) {
+                            continue;
+                        }
+                        match transport.write_mark(&name) {
+                            Some(m) => (m, None),
+                            None => continue,
+                        }
                     }
                     Out::Close => {
                         let _ = sink.close().await;
@@ -1215,6 +1244,14 @@ async fn say(
         if done {
             break;
         }
+    }
+    if first.is_some() {
+        voice
+            .send(Out::Mark {
+                name: format!("{}-{generation}-{index}", call.run_id),
+                generation,
+            })
+            .await;
     }
     if let Ok(mut s) = spoken.lock() {
         if let Some(entry) = s.sentences.get_mut(index) {

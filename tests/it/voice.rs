@@ -809,11 +809,13 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
         query.contains("encoding=mulaw") && query.contains("sample_rate=8000"),
         "{query}"
     );
-    // The reply is spoken back as μ-law.
+    // The reply is spoken back as μ-law, its sentence followed by a mark.
     let before = media;
     twilio_until(&mut socket, &mut media, "media").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mark = twilio_until(&mut socket, &mut media, "mark").await;
     assert!(media > before, "the reply's audio");
+    let name = mark["mark"]["name"].as_str().expect("a named mark");
+    assert!(name.starts_with(run_id.as_str()), "{mark}");
     assert!(speech
         .state
         .spoken_texts
