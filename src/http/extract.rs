@@ -24,7 +24,14 @@ pub struct ApiJson<T>(pub T);
 /// a 400 naming the field and what is known there.
 fn unknown_field(at: &str, message: &str) -> Option<ApiError> {
     let rest = message.strip_prefix("unknown field `")?;
-    let (name, expected) = rest.split_once('`')?;
+    // The name may hold a backtick itself: it ends where the list begins.
+    let (name, expected) = match rest.find("`, ") {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => rest.split_once('`')?,
+    };
+    // A field named by the empty string is shown as JSON writes it, so
+    // the error still names something (found by the json_bodies target).
+    let name = if name.is_empty() { "\"\"" } else { name };
     // serde_path_to_error's path usually ends with the unknown field.
     let field = if at.is_empty() {
         name.to_string()

@@ -438,3 +438,17 @@ fn a_number_out_of_range_is_invalid_json() {
         );
     }
 }
+
+/// A field named by the empty string is refused like any unknown field,
+/// and the error still names it (fuzz/corpus/json_bodies/crash-empty-field-name).
+#[test]
+fn an_unknown_field_with_an_empty_name_is_named() {
+    let refused =
+        json_body(2, Some("application/json"), br#"{"": 1}"#.to_vec()).expect_err("refused");
+    assert_eq!(
+        (refused.status.as_u16(), refused.code),
+        (400, "VALIDATION_ERROR")
+    );
+    let envelope: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(envelope["errors"][0]["field"], "\"\"", "{envelope}");
+}
