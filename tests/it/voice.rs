@@ -689,6 +689,49 @@ pub(crate) async fn send_media(socket: &mut Socket, audio: &[u8], frames: std::o
     }
 }
 
+/// Twilio ends the call after 42 s and stops the stream: the run is billed
+/// with Twilio's figures (looked up when the stream stops) and its
+/// transcript holds what the caller said.
+pub(crate) async fn stop_stream_billed_at_42_seconds(
+    app: &TestApp,
+    socket: &mut Socket,
+    twilio: &crate::twilio_standin::TwilioStandIn,
+    call_sid: &str,
+    run_id: &str,
+) {
+    twilio.end_call(call_sid, 42).await;
+    socket
+        .send(Message::Text(
+            json!({"event": "stop", "streamSid": "MZ0001", "stop": {"callSid": call_sid}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let mut state = (String::new(), 0i64);
+    for _ in 0..100 {
+        state = db(app)
+            .query_row(
+                "SELECT status, duration_seconds FROM agent_runs WHERE id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if state.0 == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, ("completed".to_string(), 42));
+    let stored = transcript_of(app, run_id);
+    assert!(
+        stored
+            .iter()
+            .any(|t| t["content"] == "I would like to reschedule"),
+        "{stored:?}"
+    );
+}
+
 /// Reads Twilio-side events until one of `event` arrives; counts the
 /// outbound media bytes.
 pub(crate) async fn twilio_until(socket: &mut Socket, media: &mut usize, event: &str) -> Value {
@@ -826,37 +869,7 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
 
     // Twilio ends the call after 42 s and stops the stream: the run is
     // billed with Twilio's figures, looked up when the stream stops.
-    twilio.end_call(&call_sid, 42).await;
-    socket
-        .send(Message::Text(
-            json!({"event": "stop", "streamSid": "MZ0001", "stop": {"callSid": call_sid}})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
-    let mut state = (String::new(), 0i64);
-    for _ in 0..100 {
-        state = db(&app)
-            .query_row(
-                "SELECT status, duration_seconds FROM agent_runs WHERE id = ?1",
-                [&run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        if state.0 == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, ("completed".to_string(), 42));
-    let stored = transcript_of(&app, &run_id);
-    assert!(
-        stored
-            .iter()
-            .any(|t| t["content"] == "I would like to reschedule"),
-        "{stored:?}"
-    );
+    stop_stream_billed_at_42_seconds(&app, &mut socket, &twilio, &call_sid, &run_id).await;
     app.stop().await;
 }
 

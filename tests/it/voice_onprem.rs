@@ -28,8 +28,9 @@ use crate::agents::{create_agent, db, set_tier, Tenant};
 use crate::auth::post as api_post;
 use crate::common::TestApp;
 use crate::voice::{
-    connect, mulaw_utterance, read_until, send_audio, send_media, started_call, streaming_llm,
-    transcript_of, twilio_until, utterance, Heard, Socket,
+    connect, mulaw_utterance, read_until, send_audio, send_media, started_call,
+    stop_stream_billed_at_42_seconds, streaming_llm, transcript_of, twilio_until, utterance, Heard,
+    Socket,
 };
 use voxflow::providers::openai_speech::SpeechFormat;
 
@@ -862,37 +863,7 @@ async fn an_onprem_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_str
         .collect();
     assert!(inputs.iter().any(|t| t == "Sure."), "{inputs:?}");
 
-    twilio.end_call(&call_sid, 42).await;
-    socket
-        .send(Message::Text(
-            json!({"event": "stop", "streamSid": "MZ0001", "stop": {"callSid": call_sid}})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
-    let mut state = (String::new(), 0i64);
-    for _ in 0..100 {
-        state = db(&app)
-            .query_row(
-                "SELECT status, duration_seconds FROM agent_runs WHERE id = ?1",
-                [&run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        if state.0 == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, ("completed".to_string(), 42));
-    let stored = transcript_of(&app, &run_id);
-    assert!(
-        stored
-            .iter()
-            .any(|t| t["content"] == "I would like to reschedule"),
-        "{stored:?}"
-    );
+    stop_stream_billed_at_42_seconds(&app, &mut socket, &twilio, &call_sid, &run_id).await;
     let tokens: i64 = db(&app)
         .query_row(
             "SELECT coalesce(sum(prompt_tokens), 0) FROM llm_usage WHERE run_id = ?1",
