@@ -422,17 +422,23 @@ fn a_wrong_type_before_broken_syntax_is_a_400() {
     );
 }
 
-/// A number past f64's range is JSON's grammar but no number the server
-/// can read: a 400 `INVALID_JSON` (serde_json files it under syntax), as a
-/// whole body and inside a known field
-/// (fuzz/corpus/json_bodies/crash-number-out-of-range).
+/// Well-formed JSON that serde_json refuses under "syntax" is JSON of the
+/// wrong shape: a 400 `VALIDATION_ERROR`, not "not valid JSON". A number
+/// past f64's range, as a whole body and inside a known field
+/// (fuzz/corpus/json_bodies/crash-number-out-of-range), and an array longer
+/// than the fields it fills (fuzz/corpus/json_bodies/crash-long-array).
 #[test]
-fn a_number_out_of_range_is_invalid_json() {
-    for body in [&b"1e1111"[..], br#"{"email": 1e1111, "password": "x"}"#] {
-        let refused = json_body(4, Some("application/json"), body.to_vec()).expect_err("refused");
+fn well_formed_json_of_the_wrong_shape_is_a_validation_error() {
+    for body in [
+        &b"1e1111"[..],
+        br#"{"email": 1e1111, "password": "x"}"#,
+        b"[\r\"\"\r,\r\r\"\"\r,\r\r\"\"\r]",
+    ] {
+        let refused =
+            json_body(5, Some("application/problem+json"), body.to_vec()).expect_err("refused");
         assert_eq!(
             (refused.status.as_u16(), refused.code),
-            (400, "INVALID_JSON"),
+            (400, "VALIDATION_ERROR"),
             "{}",
             refused.body
         );
