@@ -458,3 +458,16 @@ fn an_unknown_field_with_an_empty_name_is_named() {
     let envelope: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
     assert_eq!(envelope["errors"][0]["field"], "\"\"", "{envelope}");
 }
+
+/// A body is refused when it is not UTF-8 anywhere, also inside the value
+/// of a field the request ignores, which serde_json skips unchecked
+/// (fuzz/corpus/json_bodies/crash-not-utf8-ignored).
+#[test]
+fn a_body_with_bytes_that_are_no_utf8_is_invalid_json() {
+    let body = b"[\r\"\",\"\"\r,\r\r\"\xff\xff\"]".to_vec();
+    let refused = json_body(8, Some("application/json; charset=utf-8"), body).expect_err("refused");
+    assert_eq!(
+        (refused.status.as_u16(), refused.code),
+        (400, "INVALID_JSON")
+    );
+}
