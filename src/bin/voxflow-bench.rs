@@ -87,6 +87,43 @@ async fn send(
     }
 }
 
+/// Registers a tenant as `email` and makes it enterprise (25 calls at once,
+/// room for the benchmark's clients) as the admin; its session token.
+async fn enterprise_tenant(client: &Client, base: &str, email: &str) -> Result<String, BenchError> {
+    let reg = send(
+        client,
+        Method::POST,
+        format!("{base}/api/auth/register"),
+        "",
+        Some(json!({"email": email, "password": "Bench-Passw0rd1"})),
+    )
+    .await
+    .map_err(BenchError::Setup)?;
+    let admin = send(
+        client,
+        Method::POST,
+        format!("{base}/api/auth/login"),
+        "",
+        Some(json!({"email": "admin@voxflow.com", "password": ADMIN_PASSWORD})),
+    )
+    .await
+    .map_err(BenchError::Setup)?;
+    let user_id = reg["data"]["user"]["id"].as_str().unwrap_or_default();
+    send(
+        client,
+        Method::PUT,
+        format!("{base}/api/admin/users/{user_id}/limits"),
+        admin["data"]["token"].as_str().unwrap_or_default(),
+        Some(json!({"subscription_tier": "enterprise"})),
+    )
+    .await
+    .map_err(BenchError::Setup)?;
+    Ok(reg["data"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
 async fn run(
     name: &'static str,
     client: &Client,
@@ -200,39 +237,7 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
 
     // One tenant with a stand-in-free setup: web calls need an LLM only for
     // messages, which are not measured here.
-    let reg = send(
-        &client,
-        Method::POST,
-        format!("{base}/api/auth/register"),
-        "",
-        Some(json!({"email": "bench@example.com", "password": "Bench-Passw0rd1"})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
-    let token = reg["data"]["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    // Enterprise: 25 calls at once, room for the benchmark's clients.
-    let admin = send(
-        &client,
-        Method::POST,
-        format!("{base}/api/auth/login"),
-        "",
-        Some(json!({"email": "admin@voxflow.com", "password": ADMIN_PASSWORD})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
-    let user_id = reg["data"]["user"]["id"].as_str().unwrap_or_default();
-    send(
-        &client,
-        Method::PUT,
-        format!("{base}/api/admin/users/{user_id}/limits"),
-        admin["data"]["token"].as_str().unwrap_or_default(),
-        Some(json!({"subscription_tier": "enterprise"})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
+    let token = enterprise_tenant(&client, &base, "bench@example.com").await?;
     let mut agent_id = String::new();
     for i in 0..2 {
         let a = send(

@@ -380,39 +380,8 @@ async fn bench_in(dir: &std::path::Path) -> Result<bool, BenchError> {
     let base = format!("http://{}", running.addr);
     let client = Client::builder().pool_max_idle_per_host(CALLS).build()?;
 
-    let reg = send(
-        &client,
-        Method::POST,
-        format!("{base}/api/auth/register"),
-        "",
-        Some(json!({"email": "voice-bench@example.com", "password": "Bench-Passw0rd1"})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
-    let token = reg["data"]["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let admin = send(
-        &client,
-        Method::POST,
-        format!("{base}/api/auth/login"),
-        "",
-        Some(json!({"email": "admin@voxflow.com", "password": ADMIN_PASSWORD})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
-    let user_id = reg["data"]["user"]["id"].as_str().unwrap_or_default();
     // Enterprise: 25 calls at once, room for the 20.
-    send(
-        &client,
-        Method::PUT,
-        format!("{base}/api/admin/users/{user_id}/limits"),
-        admin["data"]["token"].as_str().unwrap_or_default(),
-        Some(json!({"subscription_tier": "enterprise"})),
-    )
-    .await
-    .map_err(BenchError::Setup)?;
+    let token = super::enterprise_tenant(&client, &base, "voice-bench@example.com").await?;
     let agent = send(
         &client,
         Method::POST,
