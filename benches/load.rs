@@ -882,7 +882,21 @@ async fn admin_views(
     ])
 }
 
-async fn run() -> BenchResult<Vec<Workload>> {
+/// The workloads, in the order they run; `cargo bench --bench load --
+/// read_agents web_call` runs only those named (for profiling one).
+const WORKLOADS: [&str; 5] = [
+    "read_agents",
+    "create_agent",
+    "web_call",
+    "admin_users",
+    "startup",
+];
+
+async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if want("startup") && !want("admin_users") {
+        return Err("startup needs admin_users: it starts on the database that one seeds".into());
+    }
     let bench_dir = target_dir().join("bench");
     std::fs::create_dir_all(&bench_dir).map_err(err)?;
     let scratch = tempfile::tempdir_in(&bench_dir).map_err(err)?;
@@ -910,179 +924,189 @@ async fn run() -> BenchResult<Vec<Workload>> {
             .collect()
     };
 
-    eprintln!("axum_hello and read_agents, {} s each", READ_TIME.as_secs());
-    let hello_addr = serve_hello().await?;
-    let hello = drive(
-        "axum_hello",
-        hello_addr,
-        vec![Work::Hello; CONNECTIONS],
-        READ_TIME,
-    )
-    .await?;
-    let read = drive(
-        "read_agents",
-        addr,
-        per_conn(&|t| Work::ReadAgents {
-            token: t.token.clone(),
-        }),
-        READ_TIME,
-    )
-    .await?;
-    let mut w = Workload {
-        name: "read_agents".into(),
-        measured: vec![read],
-        baseline: Some(hello),
-        targets: Vec::new(),
-    };
-    let ratio = w.ratio().unwrap_or(0.0);
-    w.targets.push(Target::min("ratio", ratio, 0.5));
-    w.targets
-        .push(Target::max("p99_ms", w.measured[0].quantile_ms(0.99), 10.0));
-    out.push(w);
+    if want("read_agents") {
+        eprintln!("axum_hello and read_agents, {} s each", READ_TIME.as_secs());
+        let hello_addr = serve_hello().await?;
+        let hello = drive(
+            "axum_hello",
+            hello_addr,
+            vec![Work::Hello; CONNECTIONS],
+            READ_TIME,
+        )
+        .await?;
+        let read = drive(
+            "read_agents",
+            addr,
+            per_conn(&|t| Work::ReadAgents {
+                token: t.token.clone(),
+            }),
+            READ_TIME,
+        )
+        .await?;
+        let mut w = Workload {
+            name: "read_agents".into(),
+            measured: vec![read],
+            baseline: Some(hello),
+            targets: Vec::new(),
+        };
+        let ratio = w.ratio().unwrap_or(0.0);
+        w.targets.push(Target::min("ratio", ratio, 0.5));
+        w.targets
+            .push(Target::max("p99_ms", w.measured[0].quantile_ms(0.99), 10.0));
+        out.push(w);
+    }
 
     let users: Vec<String> = open(&db)?
         .prepare("SELECT id FROM users WHERE email LIKE 'tenant%' ORDER BY rowid")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(err)?;
-    eprintln!(
-        "raw_sql_commit and create_agent, {} s each",
-        WRITE_TIME.as_secs()
-    );
-    let copy = scratch.path().join("raw.db");
-    let raw = tokio::task::spawn_blocking({
-        let (db, copy, users) = (db.clone(), copy.clone(), users.clone());
-        move || raw_sql_commit(&db, &copy, &users, WRITE_TIME)
-    })
-    .await
-    .map_err(err)??;
-    let create = drive(
-        "create_agent",
-        addr,
-        per_conn(&|t| Work::CreateAgent {
-            token: t.token.clone(),
-        }),
-        WRITE_TIME,
-    )
-    .await?;
-    let mut w = Workload {
-        name: "create_agent".into(),
-        measured: vec![create],
-        baseline: Some(raw),
-        targets: Vec::new(),
-    };
-    w.targets
-        .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 1.0));
-    out.push(w);
+    if want("create_agent") {
+        eprintln!(
+            "raw_sql_commit and create_agent, {} s each",
+            WRITE_TIME.as_secs()
+        );
+        let copy = scratch.path().join("raw.db");
+        let raw = tokio::task::spawn_blocking({
+            let (db, copy, users) = (db.clone(), copy.clone(), users.clone());
+            move || raw_sql_commit(&db, &copy, &users, WRITE_TIME)
+        })
+        .await
+        .map_err(err)??;
+        let create = drive(
+            "create_agent",
+            addr,
+            per_conn(&|t| Work::CreateAgent {
+                token: t.token.clone(),
+            }),
+            WRITE_TIME,
+        )
+        .await?;
+        let mut w = Workload {
+            name: "create_agent".into(),
+            measured: vec![create],
+            baseline: Some(raw),
+            targets: Vec::new(),
+        };
+        w.targets
+            .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 1.0));
+        out.push(w);
+    }
 
-    eprintln!(
-        "direct statements and web_call, {} s each",
-        WRITE_TIME.as_secs()
-    );
-    let pairs: Vec<(String, String)> = users
-        .iter()
-        .cloned()
-        .zip(tenants.iter().map(|t| t.agent_id.clone()))
-        .collect();
-    let copy = scratch.path().join("web.db");
-    let direct = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || direct_web_call(&db, &copy, &pairs, WRITE_TIME)
-    })
-    .await
-    .map_err(err)??;
-    let web = drive(
-        "web_call",
-        addr,
-        per_conn(&|t| Work::WebCall {
-            token: t.token.clone(),
-            agent_id: t.agent_id.clone(),
-        }),
-        WRITE_TIME,
-    )
-    .await?;
-    let mut w = Workload {
-        name: "web_call".into(),
-        measured: vec![web],
-        baseline: Some(direct),
-        targets: Vec::new(),
-    };
-    w.targets
-        .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 0.7));
-    out.push(w);
+    if want("web_call") {
+        eprintln!(
+            "direct statements and web_call, {} s each",
+            WRITE_TIME.as_secs()
+        );
+        let pairs: Vec<(String, String)> = users
+            .iter()
+            .cloned()
+            .zip(tenants.iter().map(|t| t.agent_id.clone()))
+            .collect();
+        let copy = scratch.path().join("web.db");
+        let direct = tokio::task::spawn_blocking({
+            let db = db.clone();
+            move || direct_web_call(&db, &copy, &pairs, WRITE_TIME)
+        })
+        .await
+        .map_err(err)??;
+        let web = drive(
+            "web_call",
+            addr,
+            per_conn(&|t| Work::WebCall {
+                token: t.token.clone(),
+                agent_id: t.agent_id.clone(),
+            }),
+            WRITE_TIME,
+        )
+        .await?;
+        let mut w = Workload {
+            name: "web_call".into(),
+            measured: vec![web],
+            baseline: Some(direct),
+            targets: Vec::new(),
+        };
+        w.targets
+            .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 0.7));
+        out.push(w);
+    }
 
-    eprintln!("admin views: seeding {USERS} users and {RUNS_FIRST} runs");
-    let t = Instant::now();
-    seed_users(&db)?;
-    seed_runs(&db, RUNS_FIRST)?;
-    eprintln!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
-    let first = admin_views(addr, &admin_token, &db, "100k").await?;
-    eprintln!("admin views: seeding up to {RUNS_SECOND} runs");
-    let t = Instant::now();
-    seed_runs(&db, RUNS_SECOND)?;
-    eprintln!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
-    let second = admin_views(addr, &admin_token, &db, "1M").await?;
-    let p50 = |m: &Measured| m.quantile_ms(0.5);
-    let mut targets = vec![
-        Target::max("admin_users@1M p50_ms", p50(&second[0]), 50.0),
-        Target::max("admin_users_by_runs@1M p50_ms", p50(&second[1]), 50.0),
-        Target::max(
-            "admin_users p50 1M/100k",
-            p50(&second[0]) / p50(&first[0]),
-            1.5,
-        ),
-        Target::max(
-            "admin_users_by_runs p50 1M/100k",
-            p50(&second[1]) / p50(&first[1]),
-            1.5,
-        ),
-        Target::max("admin_user_detail@1M p50_ms", p50(&second[2]), 50.0),
-        Target::max("admin_overview@1M p50_ms", p50(&second[3]), 50.0),
-    ];
-    let mut measured = second;
-    measured.extend(first);
-    out.push(Workload {
-        name: "admin_users".into(),
-        measured,
-        baseline: None,
-        targets: std::mem::take(&mut targets),
-    });
-
-    eprintln!("startup and memory of the release binary");
-    running.stop().await.map_err(err)?;
-    let empty = scratch.path().join("empty");
-    let (served, empty_start) = serve_binary(&empty).await?;
-    drop(served);
-    let (served, big_start) = serve_binary(&data).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_mb(served.child.id())?;
-    let reads = drive(
-        "read_agents (binary, 1M runs)",
-        served.addr,
-        per_conn(&|t| Work::ReadAgents {
-            token: t.token.clone(),
-        }),
-        Duration::from_secs(3),
-    )
-    .await?;
-    let after = rss_mb(served.child.id())?;
-    drop(served);
-    let size = stripped_size_mb(scratch.path())?;
-    out.push(Workload {
-        name: "startup".into(),
-        measured: vec![reads],
-        baseline: None,
-        targets: vec![
+    if want("admin_users") {
+        eprintln!("admin views: seeding {USERS} users and {RUNS_FIRST} runs");
+        let t = Instant::now();
+        seed_users(&db)?;
+        seed_runs(&db, RUNS_FIRST)?;
+        eprintln!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
+        let first = admin_views(addr, &admin_token, &db, "100k").await?;
+        eprintln!("admin views: seeding up to {RUNS_SECOND} runs");
+        let t = Instant::now();
+        seed_runs(&db, RUNS_SECOND)?;
+        eprintln!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
+        let second = admin_views(addr, &admin_token, &db, "1M").await?;
+        let p50 = |m: &Measured| m.quantile_ms(0.5);
+        let mut targets = vec![
+            Target::max("admin_users@1M p50_ms", p50(&second[0]), 50.0),
+            Target::max("admin_users_by_runs@1M p50_ms", p50(&second[1]), 50.0),
             Target::max(
-                "to /health 200, empty folder, s",
-                empty_start.as_secs_f64(),
-                0.5,
+                "admin_users p50 1M/100k",
+                p50(&second[0]) / p50(&first[0]),
+                1.5,
             ),
-            Target::max("to /health 200, 1M runs, s", big_start.as_secs_f64(), 1.0),
-            Target::max("RSS idle, MB", idle, 40.0),
-            Target::max("RSS after reads, MB", after, 80.0),
-            Target::max("stripped binary, MB", size, 30.0),
-        ],
-    });
+            Target::max(
+                "admin_users_by_runs p50 1M/100k",
+                p50(&second[1]) / p50(&first[1]),
+                1.5,
+            ),
+            Target::max("admin_user_detail@1M p50_ms", p50(&second[2]), 50.0),
+            Target::max("admin_overview@1M p50_ms", p50(&second[3]), 50.0),
+        ];
+        let mut measured = second;
+        measured.extend(first);
+        out.push(Workload {
+            name: "admin_users".into(),
+            measured,
+            baseline: None,
+            targets: std::mem::take(&mut targets),
+        });
+    }
+
+    if want("startup") {
+        eprintln!("startup and memory of the release binary");
+        running.stop().await.map_err(err)?;
+        let empty = scratch.path().join("empty");
+        let (served, empty_start) = serve_binary(&empty).await?;
+        drop(served);
+        let (served, big_start) = serve_binary(&data).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = rss_mb(served.child.id())?;
+        let reads = drive(
+            "read_agents (binary, 1M runs)",
+            served.addr,
+            per_conn(&|t| Work::ReadAgents {
+                token: t.token.clone(),
+            }),
+            Duration::from_secs(3),
+        )
+        .await?;
+        let after = rss_mb(served.child.id())?;
+        drop(served);
+        let size = stripped_size_mb(scratch.path())?;
+        out.push(Workload {
+            name: "startup".into(),
+            measured: vec![reads],
+            baseline: None,
+            targets: vec![
+                Target::max(
+                    "to /health 200, empty folder, s",
+                    empty_start.as_secs_f64(),
+                    0.5,
+                ),
+                Target::max("to /health 200, 1M runs, s", big_start.as_secs_f64(), 1.0),
+                Target::max("RSS idle, MB", idle, 40.0),
+                Target::max("RSS after reads, MB", after, 80.0),
+                Target::max("stripped binary, MB", size, 30.0),
+            ],
+        });
+    }
     Ok(out)
 }
 
@@ -1159,8 +1183,19 @@ fn report(workloads: &[Workload]) -> (String, Value) {
 }
 
 fn main() -> ExitCode {
-    // Cargo passes `--bench` to every bench target; there is nothing to
-    // select here.
+    // Cargo passes `--bench` to every bench target; the other arguments
+    // name workloads.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let Some(unknown) = only.iter().find(|o| !WORKLOADS.contains(&o.as_str())) {
+        eprintln!(
+            "unknown workload {unknown}: choose from {}",
+            WORKLOADS.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1171,7 +1206,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let workloads = match runtime.block_on(run()) {
+    let workloads = match runtime.block_on(run(&only)) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("load bench failed: {e}");
@@ -1180,6 +1215,12 @@ fn main() -> ExitCode {
     };
     let (table, doc) = report(&workloads);
     println!("{table}");
+    if !only.is_empty() {
+        // A partial run is for looking at one workload; load.json keeps
+        // the last whole run.
+        println!("partial run: {} not written", "bench/load.json");
+        return ExitCode::SUCCESS;
+    }
     let path = target_dir().join("bench").join("load.json");
     let written = serde_json::to_string_pretty(&doc)
         .map_err(err)
