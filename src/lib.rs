@@ -20,6 +20,13 @@ pub mod service_config;
 pub mod tiers;
 pub mod usage;
 
+/// The allocator of every program built on this crate: the server, the
+/// benchmarks, the tests (see Cargo.toml for why). Not under `cargo fuzz`,
+/// whose sanitizer watches the system allocator.
+#[cfg(not(fuzzing))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // For the fuzz targets in fuzz/ and the property tests only.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -293,7 +300,7 @@ pub async fn start(
     );
     let (config_header_timeout, max_connections) =
         (config.header_timeout_secs, config.max_connections);
-    let state = AppState {
+    let state = AppState::new(http::Shared {
         db,
         rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),
         config: Arc::new(config),
@@ -304,7 +311,7 @@ pub async fn start(
         http_client,
         dialing: Arc::default(),
         readiness: Arc::default(),
-    };
+    });
     // Phone runs left in progress are checked with Twilio in the
     // background (a slow Twilio must not delay the start): a live call
     // stays open, an ended one is billed, and a call whose placing was

@@ -193,18 +193,33 @@ impl SqlFilter {
             w if w.is_empty() => "1 = 1".to_string(),
             w => w,
         };
-        // Cached: a list's statements repeat with each page and request.
-        let total: i64 = c
-            .prepare_cached(&format!("SELECT count(*) FROM {from} WHERE {where_sql}"))?
-            .query_row(params_from_iter(self.args.iter()), |r| r.get(0))?;
-        let (args, paged) = self.paged(page.limit(), page.offset());
-        let rows = c
-            .prepare_cached(&format!(
-                "SELECT {columns} FROM {from} WHERE {where_sql} ORDER BY {order} {paged}"
-            ))?
-            .query_map(params_from_iter(args.iter()), map)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rows, total))
+        // One read transaction for both statements: the total and the page
+        // come from the same snapshot (a write between them cannot make
+        // them disagree), and the snapshot is taken once. A caller already
+        // in a transaction (a write's savepoint) has its own.
+        let own = c.is_autocommit();
+        if own {
+            c.prepare_cached("BEGIN")?.execute([])?;
+        }
+        let read = (|| {
+            // Cached: a list's statements repeat with each page and request.
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT count(*) FROM {from} WHERE {where_sql}"))?
+                .query_row(params_from_iter(self.args.iter()), |r| r.get(0))?;
+            let (args, paged) = self.paged(page.limit(), page.offset());
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM {from} WHERE {where_sql} ORDER BY {order} {paged}"
+                ))?
+                .query_map(params_from_iter(args.iter()), map)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((rows, total))
+        })();
+        if own {
+            // Ends the read whether or not it succeeded; it wrote nothing.
+            c.prepare_cached("COMMIT")?.execute([])?;
+        }
+        read
     }
 
     /// The conditions joined with `AND`.
