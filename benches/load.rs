@@ -608,6 +608,52 @@ fn copy_of(db: &Path, to: &Path) -> BenchResult<Connection> {
 
 /// `raw_sql_commit`: the agent INSERT of `POST /api/agents`, one
 /// transaction per row, on one connection (synchronous = FULL, WAL).
+/// What `read_agents` asks of SQLite and serde, without HTTP: on one
+/// thread, a tenant's session, the count and page of their agents, and the
+/// page as JSON, as the server does them. Not a target's baseline: it
+/// shows how much of a request's cost is this work, which no change to the
+/// HTTP side can remove.
+fn read_statements(db: &Path, tokens: &[String], time: Duration) -> BenchResult<Measured> {
+    let conn = voxflow::db::open_connection(db, true).map_err(err)?;
+    let page_sql = format!(
+        "SELECT {} FROM agents a WHERE a.user_id = ?1 ORDER BY a.created_at DESC, a.rowid DESC LIMIT 20 OFFSET 0",
+        voxflow::agents::AGENT_COLUMNS
+    );
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    let mut n = 0usize;
+    while start.elapsed() < time {
+        let t = Instant::now();
+        let session = voxflow::auth::store::session_user(&conn, &tokens[n % tokens.len()])
+            .map_err(err)?
+            .ok_or("a bench session was not found")?;
+        let user = session.user.id;
+        conn.execute_batch("BEGIN").map_err(err)?;
+        let total: i64 = conn
+            .prepare_cached("SELECT count(*) FROM agents a WHERE a.user_id = ?1")
+            .and_then(|mut s| s.query_row([&user], |r| r.get(0)))
+            .map_err(err)?;
+        let agents = conn
+            .prepare_cached(&page_sql)
+            .and_then(|mut s| {
+                s.query_map([&user], |r| voxflow::agents::agent_from_row(r, 0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(err)?;
+        conn.execute_batch("COMMIT").map_err(err)?;
+        let body = serde_json::to_vec(&json!({ "success": true, "data": agents, "total": total }))
+            .map_err(err)?;
+        std::hint::black_box(body);
+        latencies.push(t.elapsed());
+        n += 1;
+    }
+    Ok(Measured::new(
+        "read_agents_statements (1 thread)",
+        latencies,
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
 fn raw_sql_commit(
     db: &Path,
     copy: &Path,
@@ -943,9 +989,16 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
             READ_TIME,
         )
         .await?;
+        let tokens: Vec<String> = tenants.iter().map(|t| t.token.clone()).collect();
+        let statements = tokio::task::spawn_blocking({
+            let db = db.clone();
+            move || read_statements(&db, &tokens, Duration::from_secs(3))
+        })
+        .await
+        .map_err(err)??;
         let mut w = Workload {
             name: "read_agents".into(),
-            measured: vec![read],
+            measured: vec![read, statements],
             baseline: Some(hello),
             targets: Vec::new(),
         };
