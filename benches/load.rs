@@ -1271,7 +1271,7 @@ fn main() -> ExitCode {
     if !only.is_empty() {
         // A partial run is for looking at one workload; load.json keeps
         // the last whole run.
-        println!("partial run: {} not written", "bench/load.json");
+        println!("partial run: bench/load.json not written");
         return ExitCode::SUCCESS;
     }
     let path = target_dir().join("bench").join("load.json");
