@@ -291,6 +291,20 @@ struct Workload {
 }
 
 impl Workload {
+    /// A workload whose target is a least ratio of its first measurement
+    /// to `baseline`.
+    fn against(name: &str, measured: Vec<Measured>, baseline: Measured, min: f64) -> Workload {
+        let mut w = Workload {
+            name: name.into(),
+            measured,
+            baseline: Some(baseline),
+            targets: Vec::new(),
+        };
+        let ratio = w.ratio().unwrap_or(0.0);
+        w.targets.push(Target::min("ratio", ratio, min));
+        w
+    }
+
     fn ratio(&self) -> Option<f64> {
         let base = self.baseline.as_ref()?;
         Some(self.measured.first()?.per_sec() / base.per_sec())
@@ -996,14 +1010,7 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
         })
         .await
         .map_err(err)??;
-        let mut w = Workload {
-            name: "read_agents".into(),
-            measured: vec![read, statements],
-            baseline: Some(hello),
-            targets: Vec::new(),
-        };
-        let ratio = w.ratio().unwrap_or(0.0);
-        w.targets.push(Target::min("ratio", ratio, 0.5));
+        let mut w = Workload::against("read_agents", vec![read, statements], hello, 0.5);
         w.targets
             .push(Target::max("p99_ms", w.measured[0].quantile_ms(0.99), 10.0));
         out.push(w);
@@ -1034,15 +1041,7 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
             WRITE_TIME,
         )
         .await?;
-        let mut w = Workload {
-            name: "create_agent".into(),
-            measured: vec![create],
-            baseline: Some(raw),
-            targets: Vec::new(),
-        };
-        w.targets
-            .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 1.0));
-        out.push(w);
+        out.push(Workload::against("create_agent", vec![create], raw, 1.0));
     }
 
     if want("web_call") {
@@ -1072,15 +1071,7 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
             WRITE_TIME,
         )
         .await?;
-        let mut w = Workload {
-            name: "web_call".into(),
-            measured: vec![web],
-            baseline: Some(direct),
-            targets: Vec::new(),
-        };
-        w.targets
-            .push(Target::min("ratio", w.ratio().unwrap_or(0.0), 0.7));
-        out.push(w);
+        out.push(Workload::against("web_call", vec![web], direct, 0.7));
     }
 
     if want("admin_users") {
