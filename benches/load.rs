@@ -638,7 +638,8 @@ fn read_statements(db: &Path, tokens: &[String], time: Duration) -> BenchResult<
     let mut n = 0usize;
     while start.elapsed() < time {
         let t = Instant::now();
-        let session = voxflow::auth::store::session_user(&conn, &tokens[n % tokens.len()])
+        let hash = voxflow::crypto::sha256_hex(tokens[n % tokens.len()].as_bytes());
+        let session = voxflow::auth::store::session_user(&conn, &hash)
             .map_err(err)?
             .ok_or("a bench session was not found")?;
         let user = session.user.id;

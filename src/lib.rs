@@ -301,6 +301,8 @@ pub async fn start(
     let (config_header_timeout, max_connections) =
         (config.header_timeout_secs, config.max_connections);
     let state = AppState::new(http::Shared {
+        sessions: auth::extract::session_cache(&db),
+        agent_lists: agents::routes::agent_list_cache(&db),
         db,
         rate_limits: Arc::new(auth::rate_limit::RateLimits::new(&config)),
         config: Arc::new(config),

@@ -1,6 +1,7 @@
 //! `/api/agents`: a tenant's own agents and their runs. Another tenant's
 //! agent id is a 404 on every route, like a missing one.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,12 +21,13 @@ use super::{is_limit_error, type_filter, AGENT_COLUMNS};
 use crate::admin::audit::{self, Entry};
 use crate::auth::extract::CurrentUser;
 use crate::calls::store::{run_from_row, Run, RUN_COLUMNS};
-use crate::db::DbError;
+use crate::db::cache::ReadCache;
+use crate::db::{Db, DbError};
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::http::filters::{check_disposition, given, unless_all, SqlFilter};
 use crate::http::openapi::{Envelope, ErrorBody, Paged, Pagination};
-use crate::http::pagination::Page;
+use crate::http::pagination::{json_response, Page};
 use crate::http::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -190,6 +192,30 @@ struct AgentListQuery {
     search: Option<String>,
 }
 
+/// A page of a tenant's agent list, as asked for.
+#[derive(PartialEq, Eq, Hash)]
+pub struct AgentListKey {
+    user_id: String,
+    kind: Option<String>,
+    search: Option<String>,
+    page: u32,
+    limit: u32,
+}
+
+/// Agent list pages recently served, as sent: the UI and API clients ask
+/// for the same page again and again, and an agent changes far less often
+/// (any write to `agents`, the run counters' triggers included, retires
+/// every page).
+pub type AgentListCache = ReadCache<AgentListKey, Bytes>;
+
+/// Pages are at most a few tens of kilobytes; larger ones are not kept.
+const CACHED_AGENT_LISTS: usize = 512;
+const CACHED_AGENT_LIST_BYTES: usize = 64 * 1024;
+
+pub fn agent_list_cache(db: &Db) -> AgentListCache {
+    ReadCache::new(db, "agent_lists", &["agents"], CACHED_AGENT_LISTS)
+}
+
 /// The caller's agents, newest first.
 #[utoipa::path(get, path = "/", tag = "agents", params(AgentListQuery),
     responses((status = 200, body = Paged<Agent>)))]
@@ -199,12 +225,24 @@ async fn list_agents(
     ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> ApiResult<Response> {
     let page = Page::new(q.page, q.limit)?;
-    let mut filter = SqlFilter::default();
-    filter.add("a.user_id = ?", current.user.id);
-    if let Some(kind) = type_filter(unless_all(&q.kind))? {
-        filter.add("a.type = ?", kind);
+    let kind = type_filter(unless_all(&q.kind))?;
+    let key = AgentListKey {
+        user_id: current.user.id,
+        kind,
+        search: given(&q.search).map(str::to_string),
+        page: page.page,
+        limit: page.limit,
+    };
+    if let Some(body) = state.agent_lists.get(&key) {
+        return Ok(json_response(body));
     }
-    filter.search(given(&q.search), &["a.name", "a.use_case"])?;
+    let stamp = state.agent_lists.stamp();
+    let mut filter = SqlFilter::default();
+    filter.add("a.user_id = ?", key.user_id.clone());
+    if let Some(kind) = &key.kind {
+        filter.add("a.type = ?", kind.clone());
+    }
+    filter.search(key.search.as_deref(), &["a.name", "a.use_case"])?;
     let (agents, total) = state
         .db
         .read(move |c| {
@@ -220,7 +258,11 @@ async fn list_agents(
                 .map_err(ApiError::from)
         })
         .await?;
-    Ok(page.respond(agents, total))
+    let body = page.body(agents, total)?;
+    if body.len() <= CACHED_AGENT_LIST_BYTES {
+        state.agent_lists.put(key, stamp, body.clone(), None);
+    }
+    Ok(json_response(body))
 }
 
 pub async fn find_agent(state: &AppState, user_id: String, id: Uuid) -> ApiResult<Agent> {

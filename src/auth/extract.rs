@@ -8,8 +8,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 
 use super::rate_limit::Resolved;
-use super::store::{self, User};
-use crate::db::DbError;
+use super::store::{self, SessionUser, User};
+use crate::db::cache::ReadCache;
+use crate::db::{Db, DbError};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
@@ -74,6 +75,44 @@ pub(crate) fn well_formed(token: &str) -> bool {
     token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The sessions most recently looked up, with their users: a request's
+/// session is read from the database only when the session or the user has
+/// changed since (a logout, a deactivation, a role change, another
+/// process's write: see `db::changes`), when it turns stale and is due a
+/// refresh of `last_used_at`, or when it expires.
+pub type SessionCache = ReadCache<String, SessionUser>;
+
+/// Bounds the cache at a few megabytes.
+const CACHED_SESSIONS: usize = 10_000;
+
+pub fn session_cache(db: &Db) -> SessionCache {
+    ReadCache::new(db, "sessions", &["sessions", "users"], CACHED_SESSIONS)
+}
+
+/// The live session behind a well-formed `token`, if any.
+pub(crate) async fn session_of(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<SessionUser>, DbError> {
+    // Keyed by the token's hash, as the database keeps it: the cache holds
+    // no token in clear either.
+    let hash = crate::crypto::sha256_hex(token.as_bytes());
+    if let Some(found) = state.sessions.get(&hash) {
+        return Ok(Some(found));
+    }
+    let stamp = state.sessions.stamp();
+    let key = hash.clone();
+    let found = state
+        .db
+        .read(move |c| store::session_user(c, &key).map_err(DbError::from))
+        .await?;
+    if let Some(session) = found.as_ref().filter(|s| !s.stale) {
+        let fresh_for = Some(session.fresh_for);
+        state.sessions.put(hash, stamp, session.clone(), fresh_for);
+    }
+    Ok(found)
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
@@ -106,12 +145,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         // The rate-limit layer has usually read this session already.
         let found = match parts.extensions.remove::<Resolved>() {
             Some(resolved) if resolved.token == token => resolved.session,
-            _ => {
-                state
-                    .db
-                    .read(move |c| store::session_user(c, &token).map_err(DbError::from))
-                    .await?
-            }
+            _ => session_of(state, &token).await?,
         };
         let Some(found) = found else {
             return Err(ApiError::unauthorized("Invalid or expired session"));

@@ -27,10 +27,9 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{token_of, well_formed, CurrentUser};
-use super::store::{self, SessionUser};
+use super::extract::{session_of, token_of, well_formed, CurrentUser};
+use super::store::SessionUser;
 use crate::config::{Config, Switch};
-use crate::db::DbError;
 use crate::http::error::{ok, ApiError, ApiResult};
 use crate::http::extract::ClientInfo;
 use crate::http::AppState;
@@ -232,11 +231,7 @@ pub async fn limit_requests(
     let mut session_user = None;
     if let Some((token, _)) = token_of(req.headers()) {
         if well_formed(&token) {
-            let lookup = token.clone();
-            let found = state
-                .db
-                .read(move |c| store::session_user(c, &lookup).map_err(DbError::from))
-                .await;
+            let found = session_of(&state, &token).await;
             let session = match found {
                 Ok(s) => s,
                 Err(e) => return ApiError::from(e).into_response(),

@@ -233,26 +233,33 @@ pub struct SessionUser {
     pub session_id: String,
     /// True when `last_used_at` is over a minute old and worth refreshing.
     pub stale: bool,
+    /// How long this answer stays true if neither the session nor the user
+    /// changes: until the session expires or turns stale, whichever is first.
+    pub fresh_for: std::time::Duration,
     pub user: User,
 }
 
-pub fn session_user(conn: &Connection, token: &str) -> rusqlite::Result<Option<SessionUser>> {
-    // Cached: every authenticated request runs it.
+/// The session whose token hashes to `token_hash` (`crypto::sha256_hex`).
+pub fn session_user(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<SessionUser>> {
+    // Cached: every authenticated request that misses the session cache runs it.
     conn.prepare_cached(&format!(
-        "SELECT s.id, s.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'), {USER_COLUMNS}
+        "SELECT s.id, s.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'),
+                86400.0 * (min(julianday(s.expires_at), julianday(s.last_used_at) + 60.0 / 86400.0)
+                           - julianday('now')),
+                {USER_COLUMNS}
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND s.expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     ))?
-    .query_row(
-        [sha256_hex(token.as_bytes())],
-        |r| {
-            Ok(SessionUser {
-                session_id: r.get(0)?,
-                stale: r.get(1)?,
-                user: user_from_row(r, 2)?,
-            })
-        },
-    )
+    .query_row([token_hash], |r| {
+        let fresh_for: f64 = r.get(2)?;
+        Ok(SessionUser {
+            session_id: r.get(0)?,
+            stale: r.get(1)?,
+            fresh_for: std::time::Duration::try_from_secs_f64(fresh_for)
+                .unwrap_or(std::time::Duration::ZERO),
+            user: user_from_row(r, 3)?,
+        })
+    })
     .optional()
 }
 

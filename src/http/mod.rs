@@ -75,6 +75,10 @@ pub struct Shared {
     pub rate_limits: Arc<crate::auth::rate_limit::RateLimits>,
     /// What the periodic storage and database check last found.
     pub readiness: Arc<crate::db::health::Readiness>,
+    /// Sessions recently looked up (see `auth::extract::session_of`).
+    pub sessions: crate::auth::extract::SessionCache,
+    /// Agent list pages recently served (see `agents::routes`).
+    pub agent_lists: crate::agents::routes::AgentListCache,
 }
 
 /// Every documented route, in the three routers that take different layers,

@@ -1,7 +1,8 @@
 //! `page` (from 1) and `limit` (1–100, default 20), and the `pagination`
 //! member that lists carry beside `data`.
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -55,16 +56,37 @@ impl Page {
         }
     }
 
+    fn paged<T: Serialize>(&self, items: Vec<T>, total: i64) -> Paged<T> {
+        Paged {
+            success: true,
+            data: items,
+            pagination: self.pagination(total),
+        }
+    }
+
     /// `{"success": true, "data": items, "pagination": {…}}`.
     pub fn respond<T: Serialize>(&self, items: Vec<T>, total: i64) -> Response {
-        (
-            StatusCode::OK,
-            Json(Paged {
-                success: true,
-                data: items,
-                pagination: self.pagination(total),
-            }),
-        )
-            .into_response()
+        (StatusCode::OK, Json(self.paged(items, total))).into_response()
     }
+
+    /// The body `respond` sends, serialized once to be kept and sent again
+    /// with [`json_response`].
+    pub fn body<T: Serialize>(&self, items: Vec<T>, total: i64) -> Result<Bytes, ApiError> {
+        serde_json::to_vec(&self.paged(items, total))
+            .map(Bytes::from)
+            .map_err(ApiError::internal)
+    }
+}
+
+/// A 200 with a JSON body serialized beforehand.
+pub fn json_response(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }

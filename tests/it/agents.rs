@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::auth::{call, get, post, register};
-use crate::common::{TestApp, LOCAL_STAND_INS};
+use crate::common::{after_external_write, TestApp, LOCAL_STAND_INS};
 
 /// A tenant: its session token and user id.
 pub struct Tenant {
@@ -15,13 +15,14 @@ pub struct Tenant {
 }
 
 /// Puts `who` on `tier`, as an admin's change of plan would.
-pub fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
+pub async fn set_tier(app: &TestApp, who: &Tenant, tier: &str) {
     db(app)
         .execute(
             "UPDATE users SET subscription_tier = ?2 WHERE id = ?1",
             [&who.id, tier],
         )
         .unwrap();
+    after_external_write().await;
 }
 
 /// Registers `email` (a free account) and returns its session.
@@ -294,6 +295,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
             [&t.id],
         )
         .unwrap();
+    after_external_write().await;
     let (status, body) = post(&app, "/api/agents", Some(&t.token), third.clone()).await;
     assert_eq!(status, 403);
     assert_eq!(
@@ -311,6 +313,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
             [&t.id],
         )
         .unwrap();
+    after_external_write().await;
     let (status, body) = post(&app, "/api/agents", Some(&t.token), third.clone()).await;
     assert_eq!(status, 403);
     assert_eq!(body["upgrade"]["suggested_tier"], Value::Null);
@@ -326,6 +329,7 @@ async fn the_agent_limit_answers_403_with_the_counts_and_an_upgrade() {
     db(&app)
         .execute("UPDATE users SET max_agents = 3 WHERE id = ?1", [&t.id])
         .unwrap();
+    after_external_write().await;
     let (status, body) = post(&app, "/api/agents", Some(&t.token), third).await;
     assert_eq!(status, 201);
     assert_eq!(
@@ -509,5 +513,90 @@ async fn a_web_call_is_ended_and_billed_at_its_agent_s_time_limit() {
             0.13
         )
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_agent_list_follows_every_change_at_once_though_it_is_cached() {
+    let app = TestApp::start().await;
+    let t = tenant(&app, "cached@example.com").await;
+    let other = tenant(&app, "neighbour@example.com").await;
+    let names = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let vera = create_agent(&app, &t, "Vera").await;
+    // Asked twice: the second answer may come from the cache.
+    for _ in 0..2 {
+        let (status, list) = get(&app, "/api/agents", Some(&t.token)).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(names(&list), ["Vera"]);
+    }
+    // Each acknowledged write is in the very next list.
+    create_agent(&app, &t, "Otto").await;
+    let (_, list) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(names(&list), ["Otto", "Vera"]);
+    assert_eq!(list["pagination"]["total"], 2);
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/agents/{vera}"),
+        Some(&t.token),
+        Some(json!({ "name": "Vera II" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, list) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(names(&list), ["Otto", "Vera II"]);
+    let (_, page) = get(&app, "/api/agents?limit=1&page=2", Some(&t.token)).await;
+    assert_eq!(names(&page), ["Vera II"]);
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/agents/{vera}"),
+        Some(&t.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, list) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(names(&list), ["Otto"]);
+    // Nobody is served another tenant's cached page.
+    let (_, theirs) = get(&app, "/api/agents", Some(&other.token)).await;
+    assert!(names(&theirs).is_empty(), "{theirs}");
+
+    // A change made behind the server's back (an operator's sqlite3) shows
+    // once the server has noticed the other process's commit.
+    db(&app)
+        .execute(
+            "UPDATE agents SET name = 'Otto (renamed)' WHERE user_id = ?1",
+            [&t.id],
+        )
+        .unwrap();
+    after_external_write().await;
+    let (_, list) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(names(&list), ["Otto (renamed)"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cached_session_ends_with_a_deactivation_made_in_the_file() {
+    let app = TestApp::start().await;
+    let t = tenant(&app, "leaving@example.com").await;
+    for _ in 0..2 {
+        let (status, _) = get(&app, "/api/agents", Some(&t.token)).await;
+        assert_eq!(status, 200);
+    }
+    db(&app)
+        .execute("UPDATE users SET is_active = 0 WHERE id = ?1", [&t.id])
+        .unwrap();
+    after_external_write().await;
+    let (status, body) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "ACCOUNT_DEACTIVATED");
     app.stop().await;
 }

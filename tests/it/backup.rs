@@ -215,7 +215,7 @@ async fn a_scheduled_backup_beside_four_writers_is_consistent_and_holds_every_ea
     let mut writers = Vec::new();
     for w in 0..4 {
         let who = tenant(&app, &format!("writer{w}@example.com")).await;
-        set_tier(&app, &who, "enterprise");
+        set_tier(&app, &who, "enterprise").await;
         let agent = create_agent(&app, &who, "Vera").await;
         let (app, acknowledged, stop) = (app.clone(), acknowledged.clone(), stop.clone());
         writers.push(tokio::spawn(async move {

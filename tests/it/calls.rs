@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::agents::{create_agent, db, set_tier, tenant, Tenant, PROMPT};
 use crate::auth::{call, get, post};
-use crate::common::{is_rfc3339_utc, utc_today, TestApp};
+use crate::common::{after_external_write, is_rfc3339_utc, utc_today, TestApp};
 
 const SERVER_KEY: &str = "gsk_server_fallback_key_for_tests";
 
@@ -192,13 +192,14 @@ pub fn backdate_start(app: &TestApp, run: &str, secs: i64) {
 }
 
 /// Sets `who`'s monthly token quota, as an admin's change of limits would.
-pub fn set_quota(app: &TestApp, who: &Tenant, tokens: i64) {
+pub async fn set_quota(app: &TestApp, who: &Tenant, tokens: i64) {
     db(app)
         .execute(
             "UPDATE users SET monthly_token_quota = ?2 WHERE id = ?1",
             rusqlite::params![who.id, tokens],
         )
         .unwrap();
+    after_external_write().await;
 }
 
 /// The whole-cent tokens of a `secs` call: round(secs × 0.013, 2).
@@ -247,7 +248,7 @@ async fn a_web_call_runs_from_start_to_end_with_the_llm() {
     assert_eq!(refused["in_progress"][0]["run_id"], run.as_str());
 
     // On pro, a second call at once gets the next number.
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let (other_run, body) = start_call(&app, &t, &agent).await;
     let next = body["data"]["run_number"].as_str().unwrap();
     assert_eq!(
@@ -543,7 +544,7 @@ async fn calls_are_refused_without_a_key_or_quota() {
     assert_eq!(status, 200, "{body}");
 
     // A quota of 1 token: a 100 s call (1.30 tokens) spends it.
-    set_quota(&app, &t, 1);
+    set_quota(&app, &t, 1).await;
     backdate_start(&app, &run, 100);
     let (status, _) = end(&app, &t, &run, json!({})).await;
     assert_eq!(status, 200);
@@ -786,7 +787,7 @@ async fn an_abandoned_web_call_is_closed_as_completed_and_billed_for_its_time() 
     let stub = LlmStub::start().await;
     let app = app_with(&stub).await;
     let t = tenant(&app, "idle@example.com").await;
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let agent = create_agent(&app, &t, "Idle").await;
     let (stale, _) = start_call(&app, &t, &agent).await;
     let (fresh, _) = start_call(&app, &t, &agent).await;
@@ -858,7 +859,7 @@ async fn the_quota_reached_mid_call_ends_it_billed_with_a_402() {
     let stub = LlmStub::start().await;
     let app = app_with(&stub).await;
     let t = tenant(&app, "spent@example.com").await;
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let agent = create_agent(&app, &t, "Meter").await;
     let (run, _) = start_call(&app, &t, &agent).await;
     let (status, _) = say(&app, &t, &run, "First question").await;
@@ -866,7 +867,7 @@ async fn the_quota_reached_mid_call_ends_it_billed_with_a_402() {
 
     // A quota of 1 token, and this call has run 100 s (1.30 tokens): no
     // call has ended this month, but this one's own time spends it.
-    set_quota(&app, &t, 1);
+    set_quota(&app, &t, 1).await;
     backdate_start(&app, &run, 100);
     let (status, body) = say(&app, &t, &run, "Second question").await;
     assert_eq!(status, 402, "{body}");
@@ -897,7 +898,7 @@ async fn the_quota_reached_mid_call_ends_it_billed_with_a_402() {
     // A call whose own time is nothing yet is ended too once another call
     // spent the month: the quota is checked before every turn, not only at
     // the start.
-    set_quota(&app, &t, 3);
+    set_quota(&app, &t, 3).await;
     let (live, _) = start_call(&app, &t, &agent).await;
     let (other, _) = start_call(&app, &t, &agent).await;
     assert_eq!(say(&app, &t, &live, "Hi").await.0, 200);
@@ -917,7 +918,7 @@ async fn web_messages_and_ends_refuse_a_phone_call_and_change_nothing() {
     let stub = LlmStub::start().await;
     let app = app_with(&stub).await;
     let t = tenant(&app, "notweb@example.com").await;
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let agent = create_agent(&app, &t, "Dialer").await;
     let phone = insert_phone_run(&app, &agent);
     // Everything an end or a message could change.

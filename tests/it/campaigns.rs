@@ -449,7 +449,7 @@ async fn starting_needs_what_a_phone_call_needs() {
     let (status, body) = act(&app, &t, &id, "start").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "TIER_FEATURE");
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let (status, body) = act(&app, &t, &id, "start").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "SETUP_REQUIRED");
@@ -809,7 +809,7 @@ async fn a_full_database_is_a_507_and_the_import_saves_nothing() {
     let app = TestApp::start_with(|c| c.db_max_size_mb = Some(1)).await;
     let t = tenant(&app, "full@example.com").await;
     // A plan whose campaigns hold this many contacts.
-    set_tier(&app, &t, "enterprise");
+    set_tier(&app, &t, "enterprise").await;
     let agent = create_agent(&app, &t, "Vera").await;
     // About 2 MB of contacts: more than the cap holds.
     let mut csv = String::from("phone,first_name,last_name\n");

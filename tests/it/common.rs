@@ -436,3 +436,10 @@ async fn test_app_starts_answers_and_stops() {
         "still listening after stop"
     );
 }
+
+/// Waits until the server has noticed a write made behind its back (a
+/// test's own connection to the file, as an operator's `sqlite3` would):
+/// its caches notice other processes' commits within `EXTERNAL_POLL`.
+pub async fn after_external_write() {
+    tokio::time::sleep(voxflow::db::changes::EXTERNAL_POLL * 3).await;
+}

@@ -35,7 +35,7 @@ async fn dialing_app(twilio: &TwilioStandIn) -> TestApp {
 
 async fn pro_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
     let t = tenant(app, email).await;
-    set_tier(app, &t, "pro");
+    set_tier(app, &t, "pro").await;
     save_twilio(app, &t).await;
     let agent = create_agent(app, &t, "Dialer").await;
     (t, agent)
@@ -449,7 +449,7 @@ async fn a_campaign_call_greets_each_contact_with_their_own_fields() {
     let twilio = TwilioStandIn::start(Duration::from_millis(100)).await;
     let app = dialing_app(&twilio).await;
     let t = tenant(&app, "fields@example.com").await;
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     save_twilio(&app, &t).await;
     let (status, body) = post(
         &app,

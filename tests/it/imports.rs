@@ -69,7 +69,7 @@ async fn plans_cap_contacts_per_campaign_and_per_day() {
     let other_agent = create_agent(&app, &other, "Vera").await;
     let (status, body) = import(&app, &other, &other_agent, 0, 1000).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let (status, body) = import(&app, &t, &agent, 0, 2500).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // Several chunks, shown whole.

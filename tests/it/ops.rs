@@ -321,7 +321,7 @@ async fn a_free_user_gets_60_requests_a_minute_then_429() {
 async fn pro_users_get_more_admins_are_exempt_and_off_turns_limits_off() {
     let app = TestApp::start().await;
     let pro = tenant(&app, "pro@example.com").await;
-    set_tier(&app, &pro, "pro");
+    set_tier(&app, &pro, "pro").await;
     for _ in 0..61 {
         let res = me(&app, &pro.token).await;
         assert_eq!(res.status(), StatusCode::OK);

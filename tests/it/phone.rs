@@ -154,7 +154,7 @@ pub async fn save_twilio(app: &TestApp, who: &Tenant) {
 /// A pro tenant with Twilio credentials and an agent named `NAME`.
 pub async fn ready_tenant(app: &TestApp, email: &str) -> (Tenant, String) {
     let t = tenant(app, email).await;
-    set_tier(app, &t, "pro");
+    set_tier(app, &t, "pro").await;
     save_twilio(app, &t).await;
     let agent = create_agent(app, &t, NAME).await;
     (t, agent)
@@ -265,7 +265,7 @@ async fn phone_calls_are_refused_until_the_tenant_and_server_are_set_up() {
     assert_eq!(body["code"], "TIER_FEATURE");
     assert_eq!(body["upgrade"]["suggested_tier"], "pro");
 
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     let (status, body) = start_phone(&app, &t, &agent, TO).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "SETUP_REQUIRED");
@@ -279,12 +279,12 @@ async fn phone_calls_are_refused_until_the_tenant_and_server_are_set_up() {
     }
 
     let other = tenant(&app, "other@example.com").await;
-    set_tier(&app, &other, "pro");
+    set_tier(&app, &other, "pro").await;
     save_twilio(&app, &other).await;
     let (status, body) = start_phone(&app, &other, &agent, TO).await;
     assert_eq!(status, 404, "{body}");
 
-    set_quota(&app, &t, 0);
+    set_quota(&app, &t, 0).await;
     let (status, body) = start_phone(&app, &t, &agent, TO).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["code"], "QUOTA_EXCEEDED");
@@ -794,7 +794,7 @@ async fn a_phone_call_is_metered_per_turn_and_ended_when_the_quota_runs_out() {
 
     // The quota is 1 token and the call has run 100 s (1.30 tokens): the
     // next turn says goodbye and hangs up, and the run is ended and billed.
-    set_quota(&app, &t, 1);
+    set_quota(&app, &t, 1).await;
     backdate_start(&app, &run, 100);
     let (status, _, xml) = hook(&app, "gather", &run, &[("SpeechResult", "And then?")]).await;
     assert_eq!(status, 200, "{xml}");

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::auth::PASSWORD;
 use crate::campaigns::{form_body, BOUNDARY};
-use crate::common::{spawn_serve, voxflow_cmd, Bin, ADMIN_PASSWORD};
+use crate::common::{after_external_write, spawn_serve, voxflow_cmd, Bin, ADMIN_PASSWORD};
 
 /// A tmpfs mounted for the test's lifetime, unmounted when dropped.
 struct Tmpfs(tempfile::TempDir);
@@ -158,6 +158,7 @@ async fn a_full_disk_is_507_and_not_ready_until_space_returns_and_loses_nothing(
             [&user],
         )
         .unwrap();
+    after_external_write().await;
     let res = client
         .post(bin.url("/api/agents"))
         .bearer_auth(&token)

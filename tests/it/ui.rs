@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::calls::LlmStub;
-use crate::common::TestApp;
+use crate::common::{after_external_write, TestApp};
 use crate::phone::{self, TwilioStub};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -878,6 +878,7 @@ async fn a_pro_tenant_places_a_phone_call_and_runs_a_campaign_from_the_browser()
         [],
     )
     .unwrap();
+    after_external_write().await;
     browser.goto(&app.url("/#/keys")).await;
     browser
         .type_into("#twilio-form input[name=account_sid]", phone::SID)

@@ -777,7 +777,7 @@ async fn a_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_stream_stop
     })
     .await;
     let t = tenant(&app, "streamer@example.com").await;
-    crate::agents::set_tier(&app, &t, "pro");
+    crate::agents::set_tier(&app, &t, "pro").await;
     crate::phone::save_twilio(&app, &t).await;
     let agent = create_agent(&app, &t, "Vera").await;
     twilio.script("+14155550777", &[Outcome::Live]);

@@ -756,7 +756,7 @@ async fn an_onprem_phone_call_streams_mulaw_both_ways_and_is_billed_when_the_str
     })
     .await;
     let t = crate::agents::tenant(&app, "onprem-phone@example.com").await;
-    set_tier(&app, &t, "pro");
+    set_tier(&app, &t, "pro").await;
     crate::phone::save_twilio(&app, &t).await;
     use_onprem_speech(&app, &t).await;
     let agent = create_agent(&app, &t, "Vera").await;
