@@ -106,7 +106,7 @@ pub(crate) async fn session_of(
         .db
         .read(move |c| store::session_user(c, &key).map_err(DbError::from))
         .await?;
-    if let Some(session) = found.as_ref().filter(|s| !s.stale) {
+    if let Some(session) = found.as_ref().filter(|s| !s.stale()) {
         let fresh_for = Some(session.fresh_for);
         state.sessions.put(hash, stamp, session.clone(), fresh_for);
     }
@@ -156,7 +156,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "This account has been deactivated",
             ));
         }
-        if found.stale {
+        if found.stale() {
             // Refreshing last_used_at is bookkeeping: the request need not wait for it.
             let db = state.db.clone();
             let id = found.session_id.clone();

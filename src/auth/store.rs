@@ -231,19 +231,25 @@ pub fn create_session(
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     pub session_id: String,
-    /// True when `last_used_at` is over a minute old and worth refreshing.
-    pub stale: bool,
     /// How long this answer stays true if neither the session nor the user
     /// changes: until the session expires or turns stale, whichever is first.
     pub fresh_for: std::time::Duration,
     pub user: User,
 }
 
+impl SessionUser {
+    /// True when `last_used_at` is over a minute old and worth refreshing:
+    /// a live session has nothing else that would end its freshness now.
+    pub fn stale(&self) -> bool {
+        self.fresh_for.is_zero()
+    }
+}
+
 /// The session whose token hashes to `token_hash` (`crypto::sha256_hex`).
 pub fn session_user(conn: &Connection, token_hash: &str) -> rusqlite::Result<Option<SessionUser>> {
     // Cached: every authenticated request that misses the session cache runs it.
     conn.prepare_cached(&format!(
-        "SELECT s.id, s.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds'),
+        "SELECT s.id,
                 86400.0 * (min(julianday(s.expires_at), julianday(s.last_used_at) + 60.0 / 86400.0)
                            - julianday('now')),
                 {USER_COLUMNS}
@@ -251,13 +257,12 @@ pub fn session_user(conn: &Connection, token_hash: &str) -> rusqlite::Result<Opt
              WHERE s.token_hash = ?1 AND s.expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     ))?
     .query_row([token_hash], |r| {
-        let fresh_for: f64 = r.get(2)?;
+        let fresh_for: f64 = r.get(1)?;
         Ok(SessionUser {
             session_id: r.get(0)?,
-            stale: r.get(1)?,
             fresh_for: std::time::Duration::try_from_secs_f64(fresh_for)
                 .unwrap_or(std::time::Duration::ZERO),
-            user: user_from_row(r, 3)?,
+            user: user_from_row(r, 2)?,
         })
     })
     .optional()

@@ -600,3 +600,38 @@ async fn a_cached_session_ends_with_a_deactivation_made_in_the_file() {
     assert_eq!(body["code"], "ACCOUNT_DEACTIVATED");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_unused_for_over_a_minute_is_refreshed_by_its_next_request() {
+    let app = TestApp::start().await;
+    let t = tenant(&app, "returning@example.com").await;
+    let last_used = || -> f64 {
+        db(&app)
+            .query_row(
+                "SELECT (julianday('now') - julianday(last_used_at)) * 86400 FROM sessions WHERE user_id = ?1",
+                [&t.id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    db(&app)
+        .execute(
+            "UPDATE sessions SET last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-120 seconds') WHERE user_id = ?1",
+            [&t.id],
+        )
+        .unwrap();
+    after_external_write().await;
+    assert!(last_used() > 100.0);
+    let (status, _) = get(&app, "/api/agents", Some(&t.token)).await;
+    assert_eq!(status, 200);
+    // The refresh is written beside the request, not before its answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while last_used() > 100.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_used_at never refreshed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
