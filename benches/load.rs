@@ -79,13 +79,14 @@ impl Conn {
         })
     }
 
+    /// Reads what has arrived straight into the buffer's spare room (a
+    /// zeroed 16 KiB chunk copied over cost a memset and a copy per read).
     async fn fill(&mut self) -> BenchResult<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk).await.map_err(err)?;
+        self.buf.reserve(16 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await.map_err(err)?;
         if n == 0 {
             return Err("the server closed the connection".into());
         }
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 

@@ -80,7 +80,7 @@ pub(crate) fn well_formed(token: &str) -> bool {
 /// changed since (a logout, a deactivation, a role change, another
 /// process's write: see `db::changes`), when it turns stale and is due a
 /// refresh of `last_used_at`, or when it expires.
-pub type SessionCache = ReadCache<String, SessionUser>;
+pub type SessionCache = ReadCache<[u8; 32], SessionUser>;
 
 /// Bounds the cache at a few megabytes.
 const CACHED_SESSIONS: usize = 10_000;
@@ -96,12 +96,12 @@ pub(crate) async fn session_of(
 ) -> Result<Option<SessionUser>, DbError> {
     // Keyed by the token's hash, as the database keeps it: the cache holds
     // no token in clear either.
-    let hash = crate::crypto::sha256_hex(token.as_bytes());
+    let hash = crate::crypto::sha256(token.as_bytes());
     if let Some(found) = state.sessions.get(&hash) {
         return Ok(Some(found));
     }
     let stamp = state.sessions.stamp();
-    let key = hash.clone();
+    let key = hex::encode(hash);
     let found = state
         .db
         .read(move |c| store::session_user(c, &key).map_err(DbError::from))

@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -171,7 +171,7 @@ pub async fn prune_periodically(state: AppState) {
     }
 }
 
-/// The client's address, as `ops::request_id` resolved it (see
+/// The client's address, as `ops::admit` resolved it (see
 /// `ClientInfo`): behind a trusted proxy, the one it forwarded for.
 pub fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ClientInfo>()?.addr()
@@ -211,15 +211,12 @@ async fn drain(body: Body) {
     }
 }
 
-/// The layer: resolves the session, counts the request against the user's
-/// plan (admins exempt) or, without a session, the client's address;
-/// refuses with 429 `RATE_LIMITED` and `Retry-After` past the limit, and
-/// puts the `X-RateLimit-*` headers on every limited answer.
-pub async fn limit_requests(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// The limit, run by the server's one layer (`http::edge`): resolves the
+/// session, counts the request against the user's plan (admins exempt)
+/// or, without a session, the client's address; refuses with 429
+/// `RATE_LIMITED` and `Retry-After` past the limit, and puts the
+/// `X-RateLimit-*` headers on every limited answer.
+pub async fn limit_requests(state: &AppState, mut req: Request, next: Next) -> Response {
     // Inside `/api`'s nested routers the URI has lost its prefix.
     let path = req
         .extensions()
@@ -231,7 +228,7 @@ pub async fn limit_requests(
     let mut session_user = None;
     if let Some((token, _)) = token_of(req.headers()) {
         if well_formed(&token) {
-            let found = session_of(&state, &token).await;
+            let found = session_of(state, &token).await;
             let session = match found {
                 Ok(s) => s,
                 Err(e) => return ApiError::from(e).into_response(),

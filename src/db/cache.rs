@@ -27,7 +27,10 @@ struct Entry<V> {
 }
 
 pub struct ReadCache<K, V> {
-    name: &'static str,
+    /// `voxflow_cache_lookups_total` of this cache, by outcome: the
+    /// handles are kept rather than looked up by label on every request.
+    hits: metrics::Counter,
+    misses: metrics::Counter,
     tables: Vec<Epoch>,
     capacity: usize,
     entries: RwLock<HashMap<K, Entry<V>>>,
@@ -35,10 +38,14 @@ pub struct ReadCache<K, V> {
 
 impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     /// A cache named `name` (in the metrics) of values read from `tables`,
-    /// holding at most `capacity` of them.
+    /// holding at most `capacity` of them. Made after the metrics recorder
+    /// is installed (`voxflow::start` installs it first), or its lookups
+    /// are not counted.
     pub fn new(db: &Db, name: &'static str, tables: &[&str], capacity: usize) -> Self {
+        let lookups = |outcome: &'static str| metrics::counter!("voxflow_cache_lookups_total", "cache" => name, "outcome" => outcome);
         ReadCache {
-            name,
+            hits: lookups("hit"),
+            misses: lookups("miss"),
             tables: tables.iter().map(|t| db.changes.watch(t)).collect(),
             capacity,
             entries: RwLock::default(),
@@ -63,9 +70,12 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
             .get(key)
             .filter(|e| e.stamp == stamp && e.until.is_none_or(|u| Instant::now() < u))
             .map(|e| e.value.clone());
-        let outcome = if hit.is_some() { "hit" } else { "miss" };
-        metrics::counter!("voxflow_cache_lookups_total", "cache" => self.name, "outcome" => outcome)
-            .increment(1);
+        if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        }
+        .increment(1);
         hit
     }
 

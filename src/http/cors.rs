@@ -5,12 +5,14 @@
 //! page from reading it. A listed origin gets tower-http's CORS answers,
 //! with credentials.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower::service_fn;
 use tower::{Layer, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -102,25 +104,33 @@ impl Cors {
 }
 
 /// A request from a listed origin goes through tower-http's CORS service
-/// (which answers a preflight itself); any other goes on as if no CORS were
-/// configured: no `Access-Control-*` headers, and a preflight meets the
-/// usual 405. Every answer varies by `Origin`, so a cache never hands one
-/// origin's answer to another.
-pub async fn apply(State(cors): State<Option<Cors>>, req: Request, next: Next) -> Response {
+/// (which answers a preflight itself) around `answer`; any other goes on
+/// as if no CORS were configured: no `Access-Control-*` headers, and a
+/// preflight meets the usual 405. Every answer varies by `Origin`, so a
+/// cache never hands one origin's answer to another.
+pub async fn apply<F, Fut>(cors: Option<&Cors>, req: Request, answer: F) -> Response
+where
+    F: Fn(Request) -> Fut + Send + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
     let Some(cors) = cors else {
-        return next.run(req).await;
+        return answer(req).await;
     };
     let listed = req
         .headers()
         .get(header::ORIGIN)
         .is_some_and(|o| cors.origins.contains(o));
     if listed {
-        return match cors.layer.layer(next).oneshot(req).await {
+        let service = service_fn(move |req| {
+            let answered = answer(req);
+            async move { Ok::<_, Infallible>(answered.await) }
+        });
+        return match cors.layer.layer(service).oneshot(req).await {
             Ok(res) => res,
             Err(never) => match never {},
         };
     }
-    let mut res = next.run(req).await;
+    let mut res = answer(req).await;
     res.headers_mut()
         .append(header::VARY, HeaderValue::from_static("origin"));
     res

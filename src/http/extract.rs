@@ -270,7 +270,7 @@ mod tests {
 
 /// The caller's address, scheme and user agent, for sessions, throttling,
 /// rate limits, the audit log and the cookie's `Secure` flag. Resolved once
-/// per request (`ClientInfo::resolve`, by `ops::request_id`): behind one of
+/// per request (`ClientInfo::resolve`, by `ops::admit`): behind one of
 /// `VOXFLOW_TRUSTED_PROXIES` the client is the one `X-Forwarded-For` and
 /// `X-Forwarded-Proto` name; from anyone else those headers are ignored.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 
 pub mod cors;
 pub mod csv;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod filters;
@@ -12,7 +13,7 @@ pub mod pagination;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -21,12 +22,12 @@ use axum::Router;
 use http_body_util::BodyExt;
 use include_dir::{include_dir, Dir};
 use serde_json::json;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::db::{migrate, Db, DbError};
+use edge::Edge;
 use error::{ok, ApiError};
 use openapi::{Envelope, ErrorBody};
 
@@ -144,28 +145,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(static_ui)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        // Layers run outermost last-added first. Router layers run after
-        // routing, so the metrics and the log know the route template.
+        // Router layers run after routing, so the metrics and the log know
+        // the route template.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::rate_limit::limit_requests,
-        ))
-        .layer(middleware::from_fn(security_headers))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("a request handler panicked").into_response()
-        }))
-        // Outside the panic guard, so a 500 is readable cross-origin too;
-        // inside the log, so preflights are logged.
-        .layer(middleware::from_fn_with_state(
-            cors::Cors::new(&state.config.cors_origins),
-            cors::apply,
-        ))
-        // Outside the panic guard: a panic is counted and logged as its 500.
-        .layer(middleware::from_fn(ops::track))
-        .layer(ops::access_log())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ops::request_id,
+            Edge::new(state.clone()),
+            edge::edge,
         ))
         .with_state(state)
 }
@@ -197,6 +181,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 pub async fn read_body_first(State(limit): State<usize>, req: Request, next: Next) -> Response {
     /// Beyond this a client gets its 413 the hard way (a closed connection).
     const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    // Most requests (every GET) have no body: nothing to read or to wait for.
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
     let (parts, mut body) = req.into_parts();
     // The rate-limit layer resolved the session already: a stranger's body
     // is cut at ANONYMOUS_BODY_LIMIT, so unauthenticated connections cannot
@@ -266,7 +254,7 @@ pub async fn read_body_first(State(limit): State<usize>, req: Request, next: Nex
 pub const ANONYMOUS_BODY_LIMIT: usize = 64 * 1024;
 
 /// How long the request's body may take to arrive (`--body-timeout-secs`),
-/// put on each request by `ops::request_id`.
+/// put on each request by `ops::admit`.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimeout(pub Duration);
 
@@ -284,48 +272,6 @@ fn closing(err: ApiError) -> Response {
     let mut res = err.into_response();
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
-}
-
-/// Headers every answer carries: the UI loads nothing from elsewhere (its
-/// AudioWorklet module included: worklets follow `script-src`), no page of
-/// ours may be framed, and only our pages may ask for the microphone. Over
-/// HTTPS (a trusted proxy's word, see `ClientInfo`), browsers are told to
-/// come back over HTTPS only; over plain HTTP the header would be ignored
-/// and, on a server reached both ways, wrong.
-async fn security_headers(req: Request, next: Next) -> Response {
-    let https = req
-        .extensions()
-        .get::<extract::ClientInfo>()
-        .is_some_and(|c| c.https);
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    if https {
-        h.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        );
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; worker-src 'self'; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
-    // The web call's microphone, for this origin's pages only; nothing else.
-    h.insert(
-        "permissions-policy",
-        HeaderValue::from_static("microphone=(self), camera=(), geolocation=(), payment=()"),
-    );
     res
 }
 
