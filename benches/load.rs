@@ -5,15 +5,19 @@
 //! It starts the real server (this bench is built with the release
 //! profile) on a temporary folder under the target directory, seeds it
 //! with direct SQL, and drives it over loopback HTTP/1.1 keep-alive
-//! connections from this process. For the startup and memory figures it
+//! connections from this process, each workload in turns with its
+//! baseline (`in_turns`). For the startup and memory figures it
 //! runs the release binary Cargo built beside it. Every workload is
 //! bounded in time. It prints a table and writes `bench/load.json` in the
 //! target directory; it exits 1 when a target is missed.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
@@ -27,6 +31,9 @@ use voxflow::config::{Config, Switch};
 const CONNECTIONS: usize = 64;
 const READ_TIME: Duration = Duration::from_secs(10);
 const WRITE_TIME: Duration = Duration::from_secs(5);
+/// A workload and its baseline take turns, each `ROUNDS` slices of its
+/// time (see `in_turns`).
+const ROUNDS: u32 = 6;
 const TENANTS: usize = 100;
 const AGENTS_PER_TENANT: usize = 10;
 const ADMIN_PASSWORD: &str = "Bench-Admin-Passw0rd";
@@ -210,6 +217,15 @@ impl Measured {
             secs,
             latencies,
         }
+    }
+
+    /// One measurement of slices taken at different times: their
+    /// operations over their summed time.
+    fn merge(parts: Vec<Measured>) -> Option<Measured> {
+        let name = parts.first()?.name.clone();
+        let secs = parts.iter().map(|m| m.secs).sum();
+        let latencies = parts.into_iter().flat_map(|m| m.latencies).collect();
+        Some(Measured::new(&name, latencies, secs))
     }
 
     fn per_sec(&self) -> f64 {
@@ -397,6 +413,49 @@ async fn drive(
         all.extend(t.await.map_err(err)??);
     }
     Ok(Measured::new(name, all, start.elapsed().as_secs_f64()))
+}
+
+/// One slice of a measurement, made again for each turn.
+type Slice<'a> = Pin<Box<dyn Future<Output = BenchResult<Measured>> + Send + 'a>>;
+
+/// Measures a baseline and a workload in turns, `ROUNDS` slices each, the
+/// order swapped every round (baseline first, then workload first): the
+/// machine's speed drifts during a run (the VM's host, the disk's
+/// flushing), and the baseline measured a minute before or after its
+/// workload showed ratios from 0.44 to 0.61 for the same build. In turns,
+/// a drift weighs on both alike.
+async fn in_turns<'a>(
+    mut baseline: impl FnMut() -> Slice<'a>,
+    mut workload: impl FnMut() -> Slice<'a>,
+) -> BenchResult<(Measured, Measured)> {
+    let (mut base, mut work) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            base.push(baseline().await?);
+            work.push(workload().await?);
+        } else {
+            work.push(workload().await?);
+            base.push(baseline().await?);
+        }
+    }
+    let merged = |parts| Measured::merge(parts).ok_or_else(|| "no turns".to_string());
+    Ok((merged(base)?, merged(work)?))
+}
+
+/// Runs a baseline's slice on its own connection on a blocking thread.
+fn blocking_slice<'a>(
+    conn: &Arc<Mutex<Connection>>,
+    slice: impl FnOnce(&mut Connection) -> BenchResult<Measured> + Send + 'static,
+) -> Slice<'a> {
+    let conn = Arc::clone(conn);
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(err)?;
+            slice(&mut conn)
+        })
+        .await
+        .map_err(err)?
+    })
 }
 
 /// `requests` of `path`, one after the other on one connection.
@@ -671,12 +730,10 @@ fn read_statements(db: &Path, tokens: &[String], time: Duration) -> BenchResult<
 }
 
 fn raw_sql_commit(
-    db: &Path,
-    copy: &Path,
+    conn: &mut Connection,
     users: &[String],
     time: Duration,
 ) -> BenchResult<Measured> {
-    let mut conn = copy_of(db, copy)?;
     let start = Instant::now();
     let mut latencies = Vec::new();
     let mut n = 0usize;
@@ -704,14 +761,12 @@ fn raw_sql_commit(
 /// and one for the end, as the handlers run them (without HTTP, session or
 /// JSON).
 fn direct_web_call(
-    db: &Path,
-    copy: &Path,
+    conn: &mut Connection,
     tenants: &[(String, String)],
     time: Duration,
 ) -> BenchResult<Measured> {
     use voxflow::admin::audit::{record, Entry};
     use voxflow::calls::store::{self, Disposition, Finish, Measure, Outcome, RunKind, Turn};
-    let mut conn = copy_of(db, copy)?;
     let client = voxflow::http::extract::ClientInfo {
         ip: "127.0.0.1".into(),
         https: false,
@@ -987,22 +1042,25 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
     };
 
     if want("read_agents") {
-        eprintln!("axum_hello and read_agents, {} s each", READ_TIME.as_secs());
+        eprintln!(
+            "axum_hello and read_agents, {} s each, in turns",
+            READ_TIME.as_secs()
+        );
         let hello_addr = serve_hello().await?;
-        let hello = drive(
-            "axum_hello",
-            hello_addr,
-            vec![Work::Hello; CONNECTIONS],
-            READ_TIME,
-        )
-        .await?;
-        let read = drive(
-            "read_agents",
-            addr,
-            per_conn(&|t| Work::ReadAgents {
-                token: t.token.clone(),
-            }),
-            READ_TIME,
+        let reads = per_conn(&|t| Work::ReadAgents {
+            token: t.token.clone(),
+        });
+        let slice = READ_TIME / ROUNDS;
+        let (hello, read) = in_turns(
+            || {
+                Box::pin(drive(
+                    "axum_hello",
+                    hello_addr,
+                    vec![Work::Hello; CONNECTIONS],
+                    slice,
+                ))
+            },
+            || Box::pin(drive("read_agents", addr, reads.clone(), slice)),
         )
         .await?;
         let tokens: Vec<String> = tenants.iter().map(|t| t.token.clone()).collect();
@@ -1024,23 +1082,20 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
         .map_err(err)?;
     if want("create_agent") {
         eprintln!(
-            "raw_sql_commit and create_agent, {} s each",
+            "raw_sql_commit and create_agent, {} s each, in turns",
             WRITE_TIME.as_secs()
         );
-        let copy = scratch.path().join("raw.db");
-        let raw = tokio::task::spawn_blocking({
-            let (db, copy, users) = (db.clone(), copy.clone(), users.clone());
-            move || raw_sql_commit(&db, &copy, &users, WRITE_TIME)
-        })
-        .await
-        .map_err(err)??;
-        let create = drive(
-            "create_agent",
-            addr,
-            per_conn(&|t| Work::CreateAgent {
-                token: t.token.clone(),
-            }),
-            WRITE_TIME,
+        let raw_db = Arc::new(Mutex::new(copy_of(&db, &scratch.path().join("raw.db"))?));
+        let creates = per_conn(&|t| Work::CreateAgent {
+            token: t.token.clone(),
+        });
+        let slice = WRITE_TIME / ROUNDS;
+        let (raw, create) = in_turns(
+            || {
+                let users = users.clone();
+                blocking_slice(&raw_db, move |c| raw_sql_commit(c, &users, slice))
+            },
+            || Box::pin(drive("create_agent", addr, creates.clone(), slice)),
         )
         .await?;
         out.push(Workload::against("create_agent", vec![create], raw, 1.0));
@@ -1048,7 +1103,7 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
 
     if want("web_call") {
         eprintln!(
-            "direct statements and web_call, {} s each",
+            "direct statements and web_call, {} s each, in turns",
             WRITE_TIME.as_secs()
         );
         let pairs: Vec<(String, String)> = users
@@ -1056,21 +1111,18 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
             .cloned()
             .zip(tenants.iter().map(|t| t.agent_id.clone()))
             .collect();
-        let copy = scratch.path().join("web.db");
-        let direct = tokio::task::spawn_blocking({
-            let db = db.clone();
-            move || direct_web_call(&db, &copy, &pairs, WRITE_TIME)
-        })
-        .await
-        .map_err(err)??;
-        let web = drive(
-            "web_call",
-            addr,
-            per_conn(&|t| Work::WebCall {
-                token: t.token.clone(),
-                agent_id: t.agent_id.clone(),
-            }),
-            WRITE_TIME,
+        let web_db = Arc::new(Mutex::new(copy_of(&db, &scratch.path().join("web.db"))?));
+        let calls = per_conn(&|t| Work::WebCall {
+            token: t.token.clone(),
+            agent_id: t.agent_id.clone(),
+        });
+        let slice = WRITE_TIME / ROUNDS;
+        let (direct, web) = in_turns(
+            || {
+                let pairs = pairs.clone();
+                blocking_slice(&web_db, move |c| direct_web_call(c, &pairs, slice))
+            },
+            || Box::pin(drive("web_call", addr, calls.clone(), slice)),
         )
         .await?;
         out.push(Workload::against("web_call", vec![web], direct, 0.7));
