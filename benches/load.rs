@@ -1205,6 +1205,10 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
             ],
         });
     }
+    if std::env::var_os("LOAD_BENCH_KEEP").is_some() {
+        // For looking into the seeded database after the run.
+        eprintln!("kept {}", scratch.keep().display());
+    }
     Ok(out)
 }
 

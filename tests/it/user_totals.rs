@@ -296,6 +296,34 @@ fn check(conn: &Connection) -> Result<(), TestCaseError> {
                     coalesce(sum(status = 'failed'), 0) FROM agent_runs"
         )
     );
+    // One row of totals per user, no more, no fewer: the admin list
+    // counts users without joining their totals.
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    prop_assert_eq!(
+        count("SELECT count(*) FROM users u JOIN user_totals t ON t.user_id = u.id"),
+        count("SELECT count(*) FROM users")
+    );
+    prop_assert_eq!(
+        count("SELECT count(*) FROM user_totals"),
+        count("SELECT count(*) FROM users")
+    );
+    // This month's figures the overview sums from the totals alone.
+    let month_sums = |sql: &str| -> (String, i64, i64) {
+        conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+    };
+    prop_assert_eq!(
+        month_sums(
+            "SELECT printf('%.2f', coalesce(sum(round(month_tokens, 2)), 0)),
+                    coalesce(sum(month_calls), 0), coalesce(sum(month_duration_seconds), 0)
+             FROM user_totals WHERE month = strftime('%Y-%m', 'now')"
+        ),
+        month_sums(
+            "SELECT printf('%.2f', coalesce(sum(tokens_used_this_month), 0)),
+                    coalesce(sum(calls_this_month), 0), coalesce(sum(duration_this_month), 0)
+             FROM current_month_usage"
+        )
+    );
     Ok(())
 }
 
