@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod providers;
 pub mod service_config;

@@ -15,6 +15,7 @@ use voxflow::crypto::secret::Secret;
 use voxflow::crypto::vault::MasterKey;
 use voxflow::db::lock::{self, LockError, LockKind};
 use voxflow::db::{backup, migrate, open_connection, verify, DbError};
+use voxflow::logging::{self, LogFormat};
 use voxflow::{auth, crypto};
 
 #[derive(Parser)]
@@ -37,12 +38,19 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    /// The log lines held while standard error is not read (a stuck log
+    /// collector, a full pipe); past them lines are dropped and counted in
+    /// `voxflow_log_lines_dropped_total`, so that requests never wait for
+    /// the log.
+    #[arg(
+        long,
+        env = "VOXFLOW_LOG_BUFFER_LINES",
+        default_value_t = logging::DEFAULT_BUFFER_LINES,
+        value_parser = clap::value_parser!(u32).range(1..=10_000_000),
+        global = true
+    )]
+    log_buffer_lines: u32,
 }
 
 #[derive(Subcommand)]
@@ -165,7 +173,8 @@ enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Held to the end of `main`: dropping it writes out the queued lines.
+    let _log = logging::init(cli.log_format, cli.log_buffer_lines as usize);
     let result = match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Migrate { data, action } => run_migrate(&data, action),
@@ -185,22 +194,6 @@ fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        // The event's fields at the top level of each object, beside
-        // `timestamp`, `level`, `target` and the request's span.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
     }
 }
 

@@ -117,6 +117,10 @@ fn describe() {
         "Login attempts, by outcome (success, failure, throttled, deactivated, busy, error)"
     );
     describe_counter!(
+        "voxflow_log_lines_dropped_total",
+        "Log lines dropped because standard error was not read fast enough (see --log-buffer-lines)"
+    );
+    describe_counter!(
         "voxflow_rate_limited_total",
         "Requests refused by the request rate limits, by scope (user, anonymous)"
     );

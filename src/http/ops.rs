@@ -170,6 +170,8 @@ pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         }
         Err(err) => tracing::warn!(%err, "metrics: cannot read the call and campaign counts"),
     }
+    // Counted by the log's thread (see `logging`), read at scrape time.
+    metrics::counter!("voxflow_log_lines_dropped_total").absolute(crate::logging::dropped_lines());
     let body = crate::metrics::handle().render();
     let mut res = (StatusCode::OK, body).into_response();
     res.headers_mut().insert(

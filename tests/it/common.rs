@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,6 +130,8 @@ pub struct Bin {
     pub stdout_lines: Vec<String>,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// While set, standard error is not read (a stuck log collector).
+    stderr_held: Arc<AtomicBool>,
 }
 
 /// Starts `voxflow serve --data-dir DIR --http 127.0.0.1:0` with `envs`, and
@@ -156,13 +159,21 @@ pub fn spawn_serve(data_dir: &Path, envs: &[(&str, &str)]) -> Bin {
         }
     });
     let stderr = Arc::new(Mutex::new(String::new()));
+    let stderr_held = Arc::new(AtomicBool::new(false));
     {
-        let stderr = stderr.clone();
+        let (stderr, held) = (stderr.clone(), stderr_held.clone());
         thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                let mut s = stderr.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
+            let mut reader = BufReader::new(stderr_pipe);
+            let mut line = String::new();
+            loop {
+                while held.load(Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => stderr.lock().unwrap().push_str(&line),
+                }
             }
         });
     }
@@ -173,6 +184,7 @@ pub fn spawn_serve(data_dir: &Path, envs: &[(&str, &str)]) -> Bin {
         stdout_lines: Vec::new(),
         lines,
         stderr,
+        stderr_held,
     };
     let found = bin.wait_for_line(
         |l| l.starts_with("VoxFlow listening on http://"),
@@ -211,6 +223,13 @@ impl Bin {
     /// Everything printed on standard error so far (the log).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Stops reading standard error (`true`), as a stuck log collector
+    /// would, or reads it again (`false`): once the pipe is full, the
+    /// process's writes to it block.
+    pub fn hold_stderr(&self, held: bool) {
+        self.stderr_held.store(held, Ordering::Release);
     }
 
     /// Reads standard output until a line satisfies `pred` and returns it;

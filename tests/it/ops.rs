@@ -14,7 +14,7 @@ use crate::agents::create_agent;
 use crate::agents::{set_tier, tenant, Tenant};
 use crate::auth::{admin_token, call, get, post};
 use crate::calls::{app_with, say, start_call, LlmStub, Mode};
-use crate::common::{is_uuid_v4, spawn_serve, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::common::{http_get, is_uuid_v4, spawn_serve, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 use voxflow::config::{NetList, Switch};
 
 /// `GET /metrics`: the status, the text and its content type.
@@ -520,4 +520,60 @@ async fn the_json_access_log_names_requests_and_never_a_secret() {
     for secret in [PASSWORD, ADMIN_PASSWORD, token.as_str(), KEY, &KEY[4..20]] {
         assert!(!log.contains(secret), "the log holds {secret:?}");
     }
+}
+
+/// A log reader that stops reading (a stuck collector, a full pipe) does
+/// not stop the server: the log holds what it may, drops the rest and
+/// counts it, and writes again once it is read. Before the log had its own
+/// thread, the workers blocked in their writes to standard error once the
+/// pipe's 64 KiB were full, and these requests were never answered.
+#[test]
+fn a_stuck_log_reader_costs_dropped_lines_not_a_stalled_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = spawn_serve(
+        dir.path(),
+        &[
+            ("VOXFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("VOXFLOW_LOG_BUFFER_LINES", "50"),
+        ],
+    );
+    bin.hold_stderr(true);
+    // An access line each: several times what a pipe holds.
+    for _ in 0..1500 {
+        assert_eq!(http_get(&bin.base, "/health/liveness").status, 200);
+    }
+    let dropped = |bin: &crate::common::Bin| -> u64 {
+        let scrape = http_get(&bin.base, "/metrics");
+        assert_eq!(scrape.status, 200, "{}", scrape.body);
+        scrape
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("voxflow_log_lines_dropped_total "))
+            .unwrap_or_else(|| panic!("no dropped-lines counter in\n{}", scrape.body))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let held = dropped(&bin);
+    assert!(held >= 1000, "{held} lines dropped while nobody read");
+
+    bin.hold_stderr(false);
+    // Read again, the log goes on: a request's line arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(http_get(&bin.base, "/health/readiness").status, 200);
+        if bin.stderr().contains("/health/readiness") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line once standard error was read again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = dropped(&bin);
+    for _ in 0..200 {
+        assert_eq!(http_get(&bin.base, "/health/liveness").status, 200);
+    }
+    assert_eq!(dropped(&bin), before, "nothing dropped while it is read");
 }
