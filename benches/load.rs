@@ -446,20 +446,36 @@ async fn in_turns<'a>(
     Ok((merged(base)?, merged(work)?))
 }
 
-/// Runs a baseline's slice on its own connection on a blocking thread.
-fn blocking_slice<'a>(
-    conn: &Arc<Mutex<Connection>>,
-    slice: impl FnOnce(&mut Connection) -> BenchResult<Measured> + Send + 'static,
-) -> Slice<'a> {
-    let conn = Arc::clone(conn);
-    Box::pin(async move {
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(err)?;
-            slice(&mut conn)
-        })
-        .await
-        .map_err(err)?
-    })
+/// A write workload, `WRITE_TIME` in all, in turns with its baseline,
+/// which writes to its own copy of the database on a blocking thread.
+async fn writes_in_turns(
+    name: &str,
+    addr: SocketAddr,
+    works: Vec<Work>,
+    copy: Connection,
+    baseline: impl Fn(&mut Connection, Duration) -> BenchResult<Measured> + Clone + Send + 'static,
+) -> BenchResult<(Measured, Measured)> {
+    eprintln!(
+        "{name} and its baseline, {} s each, in turns",
+        WRITE_TIME.as_secs()
+    );
+    let copy = Arc::new(Mutex::new(copy));
+    let slice = WRITE_TIME / ROUNDS;
+    in_turns(
+        || {
+            let (copy, baseline) = (Arc::clone(&copy), baseline.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = copy.lock().map_err(err)?;
+                    baseline(&mut conn, slice)
+                })
+                .await
+                .map_err(err)?
+            })
+        },
+        || Box::pin(drive(name, addr, works.clone(), slice)),
+    )
+    .await
 }
 
 /// `requests` of `path`, one after the other on one connection.
@@ -1084,48 +1100,35 @@ async fn run(only: &[String]) -> BenchResult<Vec<Workload>> {
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(err)?;
     if want("create_agent") {
-        eprintln!(
-            "raw_sql_commit and create_agent, {} s each, in turns",
-            WRITE_TIME.as_secs()
-        );
-        let raw_db = Arc::new(Mutex::new(copy_of(&db, &scratch.path().join("raw.db"))?));
-        let creates = per_conn(&|t| Work::CreateAgent {
-            token: t.token.clone(),
-        });
-        let slice = WRITE_TIME / ROUNDS;
-        let (raw, create) = in_turns(
-            || {
-                let users = users.clone();
-                blocking_slice(&raw_db, move |c| raw_sql_commit(c, &users, slice))
-            },
-            || Box::pin(drive("create_agent", addr, creates.clone(), slice)),
+        let users = users.clone();
+        let (raw, create) = writes_in_turns(
+            "create_agent",
+            addr,
+            per_conn(&|t| Work::CreateAgent {
+                token: t.token.clone(),
+            }),
+            copy_of(&db, &scratch.path().join("raw.db"))?,
+            move |c, time| raw_sql_commit(c, &users, time),
         )
         .await?;
         out.push(Workload::against("create_agent", vec![create], raw, 1.0));
     }
 
     if want("web_call") {
-        eprintln!(
-            "direct statements and web_call, {} s each, in turns",
-            WRITE_TIME.as_secs()
-        );
         let pairs: Vec<(String, String)> = users
             .iter()
             .cloned()
             .zip(tenants.iter().map(|t| t.agent_id.clone()))
             .collect();
-        let web_db = Arc::new(Mutex::new(copy_of(&db, &scratch.path().join("web.db"))?));
-        let calls = per_conn(&|t| Work::WebCall {
-            token: t.token.clone(),
-            agent_id: t.agent_id.clone(),
-        });
-        let slice = WRITE_TIME / ROUNDS;
-        let (direct, web) = in_turns(
-            || {
-                let pairs = pairs.clone();
-                blocking_slice(&web_db, move |c| direct_web_call(c, &pairs, slice))
-            },
-            || Box::pin(drive("web_call", addr, calls.clone(), slice)),
+        let (direct, web) = writes_in_turns(
+            "web_call",
+            addr,
+            per_conn(&|t| Work::WebCall {
+                token: t.token.clone(),
+                agent_id: t.agent_id.clone(),
+            }),
+            copy_of(&db, &scratch.path().join("web.db"))?,
+            move |c, time| direct_web_call(c, &pairs, time),
         )
         .await?;
         out.push(Workload::against("web_call", vec![web], direct, 0.7));
